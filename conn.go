@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
+)
+
+// conn is one accepted WebSocket connection: a reader (the /ws handler's
+// goroutine) and a writer goroutine, plus a short-lived goroutine while a ping
+// waits for its pong.
+type conn struct {
+	// set at construction
+	ws          *websocket.Conn
+	raw         net.Conn // the hijacked socket, closed outright when a close handshake cannot finish
+	sid         string
+	userID      *int64
+	remote      string
+	connectedAt time.Time
+
+	// never closed: the hub and the reader queue frames with non-blocking sends,
+	// and only the writer receives.
+	out chan []byte
+
+	// closed once by stop; reason is written before and read only after.
+	quit     chan struct{}
+	stopOnce sync.Once
+	reason   closeReason
+}
+
+// stop asks the conn to end. Safe from any goroutine; never blocks; the first reason wins.
+func (c *conn) stop(r closeReason) {
+	c.stopOnce.Do(func() {
+		c.reason = r
+		close(c.quit)
+	})
+}
+
+// queue hands frame to the writer without waiting. A full queue means the
+// client is not keeping up, and it is ended as a slow consumer.
+func (c *conn) queue(frame []byte) {
+	select {
+	case c.out <- frame:
+	default:
+		c.stop(reasonSlow)
+	}
+}
+
+// serveWS is the /ws handler. Its goroutine owns the conn's life: it is the
+// reader, it starts the writer, and it returns only after the writer (and any
+// ping in flight) has, telling the hub last.
+func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
+	// Counted before Accept, so once the HTTP server's Shutdown returns no
+	// conn can appear that shutdown would miss.
+	s.handlers.Add(1)
+	defer s.handlers.Done()
+	if s.draining.Load() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	userID, err := s.authenticate(r)
+	if err != nil {
+		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused: bad token")
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	if s.slots != nil {
+		select {
+		case s.slots <- struct{}{}:
+			defer func() { <-s.slots }()
+		default:
+			http.Error(w, "too many sessions", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	hj := &hijackRecorder{ResponseWriter: w}
+	ws, err := websocket.Accept(hj, r, &s.acceptOpts)
+	if err != nil {
+		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused")
+		return // Accept has written the status
+	}
+	ws.SetReadLimit(s.cfg.MaxMessageBytes)
+	c := &conn{
+		ws: ws, raw: hj.conn, sid: rand.Text(), userID: userID, remote: r.RemoteAddr,
+		connectedAt: time.Now(),
+		out:         make(chan []byte, s.cfg.SendQueueSize),
+		quit:        make(chan struct{}),
+	}
+	// The session frame goes in first, before the hub or the reader can queue anything.
+	c.out <- encode("session", "", sessionData{
+		SID: c.sid, UserID: userID,
+		PingIntervalMS:   s.cfg.PingInterval.Milliseconds(),
+		SessionTimeoutMS: s.cfg.SessionTimeout.Milliseconds(),
+	})
+	if !s.hub.register(c) {
+		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
+		return
+	}
+	// Past the shutdown budget, close handshakes still waiting on frozen peers are cut.
+	stopHard := context.AfterFunc(s.hardStop, func() { _ = c.raw.Close() })
+	defer stopHard()
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop(s.cfg.PingInterval, s.cfg.PingTimeout)
+	}()
+	c.stop(s.readLoop(c))
+	<-writerDone
+	s.hub.send(unregisterMsg{sid: c.sid, reason: c.reason})
+	s.log.Info().Str("sid", c.sid).Any("user_id", userID).Str("remote", c.remote).
+		Str("reason", c.reason.presence).Int("code", int(c.reason.code)).
+		Dur("duration", time.Since(c.connectedAt)).Msg("connection ended")
+}
+
+// readLoop reads client messages until the conn ends, and returns why it ended.
+// It decodes and rate-limits here, so the hub receives only valid, typed commands.
+func (s *server) readLoop(c *conn) closeReason {
+	limiter := rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
+	var limitedSince time.Time // zero while the client stays within its rate
+	for {
+		typ, msg, err := c.ws.Read(context.Background())
+		if err != nil {
+			return readErrorReason(err)
+		}
+		if typ != websocket.MessageText {
+			return reasonBinary
+		}
+		cmd, perr := decode(msg)
+		if !limiter.Allow() {
+			now := time.Now()
+			if limitedSince.IsZero() {
+				limitedSince = now
+			} else if now.Sub(limitedSince) > s.cfg.rateLimitGrace {
+				return reasonFlood
+			}
+			id := cmd.id
+			if perr != nil {
+				id = perr.id
+			}
+			c.queue(encodeError(&protoError{code: codeRateLimited, id: id, message: "too many messages; slow down"}))
+			continue
+		}
+		limitedSince = time.Time{}
+		if perr != nil {
+			c.queue(encodeError(perr))
+			continue
+		}
+		if !s.hub.send(s.prepare(c, cmd)) {
+			return reasonShutdown
+		}
+		select {
+		case <-c.quit:
+			return c.reason // ended by the hub or the writer; the first reason stands anyway
+		default:
+		}
+	}
+}
+
+// prepare encodes, outside the hub, every frame a command can produce that
+// does not depend on the hub's state.
+func (s *server) prepare(c *conn, cmd command) commandMsg {
+	m := commandMsg{c: c, cmd: cmd}
+	switch cmd.kind {
+	case cmdHeartbeat:
+		m.self = encodeHeartbeatAck(cmd.id, time.Now())
+	case cmdJoin:
+		m.others = encodePresence(cmd.game, c.sid, c.userID, "joined", "")
+	case cmdLeave:
+		m.self = encode("game_left", cmd.id, gameRef{GameID: cmd.game.String()})
+		m.others = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft)
+	case cmdRoll:
+		m.self, m.others = encodeEvent(cmd, c.sid, c.userID, rollDice(cmd.dice))
+	default:
+		m.self, m.others = encodeEvent(cmd, c.sid, c.userID, nil)
+	}
+	return m
+}
+
+// readErrorReason maps the error that ended a read to the conn's close reason.
+func readErrorReason(err error) closeReason {
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		return reasonTooBig
+	}
+	return reasonDisconnected
+}
+
+// writeLoop owns every write on the conn and the ping schedule. It returns
+// after quit, once the close handshake is done and no ping is in flight.
+func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
+	ticker := time.NewTicker(pingInterval)
+	defer ticker.Stop()
+	var pingDone chan struct{} // nil while no ping waits for its pong
+	for {
+		select {
+		case frame := <-c.out:
+			if err := c.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
+				c.stop(reasonDisconnected)
+			}
+		case <-ticker.C:
+			// One ping at a time: a peer that has not answered the last one
+			// is already on its way out.
+			if pingDone == nil {
+				pingDone = make(chan struct{})
+				go c.ping(pingTimeout, pingDone)
+			}
+		case <-pingDone:
+			pingDone = nil
+		case <-c.quit:
+			c.close()
+			if pingDone != nil {
+				<-pingDone
+			}
+			return
+		}
+	}
+}
+
+// ping sends one ping and waits up to timeout for its pong. A missing pong
+// ends the conn with no close frame: the peer is presumed gone, and a write
+// blocked on it must be cut, so the socket is closed outright.
+func (c *conn) ping(timeout time.Duration, done chan struct{}) {
+	defer close(done)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := c.ws.Ping(ctx); err != nil && ctx.Err() != nil {
+		c.stop(reasonTimeout)
+		_ = c.raw.Close()
+	}
+}
+
+// close performs the single close handshake for the conn's reason, or drops
+// the socket when the peer is presumed dead.
+func (c *conn) close() {
+	if !c.reason.sendsClose {
+		_ = c.ws.CloseNow()
+		return
+	}
+	_ = c.ws.Close(c.reason.code, c.reason.text)
+}
+
+// rollDice rolls each die with crypto/rand.
+func rollDice(dice []int) []int {
+	results := make([]int, len(dice))
+	for i, sides := range dice {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(sides)))
+		if err != nil {
+			panic("crypto/rand failed: " + err.Error()) // the runtime itself is broken
+		}
+		results[i] = int(n.Int64()) + 1
+	}
+	return results
+}
+
+// hijackRecorder lets the handler keep the raw socket that Accept hijacks, so
+// a close handshake stuck on a frozen peer can be cut at the shutdown budget.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+// Hijack hijacks the underlying connection and remembers it.
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.conn = nc
+	return nc, brw, err
+}
+
+// authenticate returns the user id a request's token proves, nil for an
+// anonymous request, or an error for a token that must be refused. With no
+// JWT_SECRET tokens are not accepted: they are ignored and the session is anonymous.
+func (s *server) authenticate(r *http.Request) (*int64, error) {
+	if s.cfg.JWTSecret == "" {
+		return nil, nil
+	}
+	token := r.URL.Query().Get("token")
+	if token == "" {
+		if ck, err := r.Cookie("access_token"); err == nil {
+			token = ck.Value
+		}
+	}
+	if token == "" {
+		if s.cfg.RequireAuth {
+			return nil, errors.New("authentication required")
+		}
+		return nil, nil
+	}
+	claims := jwt.MapClaims{}
+	_, err := s.jwtParser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) {
+		return []byte(s.cfg.JWTSecret), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("invalid token: %w", err)
+	}
+	id, err := subjectID(claims["sub"])
+	if err != nil {
+		return nil, fmt.Errorf("invalid token: %w", err)
+	}
+	return &id, nil
+}
+
+// subjectID reads the integer user id from a token's sub claim, which may be
+// a decimal string (as RFC 7519 has it) or a JSON number.
+func subjectID(sub any) (int64, error) {
+	switch v := sub.(type) {
+	case string:
+		if id, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return id, nil
+		}
+	case json.Number:
+		if id, err := v.Int64(); err == nil {
+			return id, nil
+		}
+	}
+	return 0, errors.New("sub must hold an integer user id")
+}

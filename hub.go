@@ -1,0 +1,326 @@
+package main
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// hubMsg is anything the hub accepts on its inbox. Every change to sessions and
+// games, and every question about them, is one of the types below.
+type hubMsg any
+
+// registerMsg adds a connection's session. The hub answers on reply: false
+// means the session was refused (the hub is stopping, or the sid is taken).
+type registerMsg struct {
+	c     *conn
+	reply chan bool
+}
+
+// unregisterMsg says a connection has ended for reason. For a session the hub
+// already removed (expired, slow, shut down) it is a no-op.
+type unregisterMsg struct {
+	sid    string
+	reason closeReason
+}
+
+// commandMsg carries one valid client command. The reader has already encoded
+// whatever frames can be known without the hub's state, so the hub does no
+// JSON work on the hot path: self goes to the sender, others to every other
+// member of the command's game.
+type commandMsg struct {
+	c      *conn
+	cmd    command
+	self   []byte
+	others []byte
+}
+
+// sweepMsg asks the hub to warn and expire idle sessions as of now.
+type sweepMsg struct {
+	now time.Time
+}
+
+// statsRequest asks for a snapshot of the hub's counts for /health/connections.
+type statsRequest struct {
+	reply chan stats
+}
+
+// shutdownMsg asks the hub to stop every connection with going-away and exit.
+type shutdownMsg struct{}
+
+// stats is a snapshot of the hub's maps, copied so the caller never reads them.
+type stats struct {
+	TotalSessions   int            `json:"total_sessions"`
+	UniqueUsers     int            `json:"unique_users"`
+	ActiveGames     int            `json:"active_games"`
+	SessionsPerGame map[string]int `json:"sessions_per_game"`
+}
+
+// hubConfig is the part of the configuration the hub decides with.
+type hubConfig struct {
+	sessionTimeout time.Duration // 0 turns expiry off
+	expiryWarning  time.Duration // 0 turns the warning off
+	maxGames       int
+}
+
+// hubBatch bounds how many queued messages the hub handles per wake-up, so a
+// busy inbox is drained without a scheduler round trip per message.
+const hubBatch = 256
+
+// hub is the one goroutine that owns every session, user and game map.
+type hub struct {
+	// set at construction
+	cfg   hubConfig
+	inbox chan hubMsg
+	done  chan struct{} // closed when run returns
+
+	// owned by the hub goroutine
+	idx  *index
+	slow []*session // sessions whose queue overflowed during the current message
+}
+
+// newHub returns a hub ready to run.
+func newHub(cfg hubConfig, inboxSize int) *hub {
+	return &hub{
+		cfg:   cfg,
+		inbox: make(chan hubMsg, inboxSize),
+		done:  make(chan struct{}),
+		idx:   newIndex(),
+	}
+}
+
+// send hands m to the hub, or reports false once the hub has stopped.
+func (h *hub) send(m hubMsg) bool {
+	select {
+	case h.inbox <- m:
+		return true
+	case <-h.done:
+		return false
+	}
+}
+
+// register adds c's session and reports whether the hub took it.
+func (h *hub) register(c *conn) bool {
+	reply := make(chan bool, 1)
+	if !h.send(registerMsg{c: c, reply: reply}) {
+		return false
+	}
+	select {
+	case ok := <-reply:
+		return ok
+	case <-h.done:
+		return false
+	}
+}
+
+// stats asks the hub for a snapshot; ok is false once the hub has stopped.
+func (h *hub) stats() (s stats, ok bool) {
+	reply := make(chan stats, 1)
+	if !h.send(statsRequest{reply: reply}) {
+		return stats{}, false
+	}
+	select {
+	case s = <-reply:
+		return s, true
+	case <-h.done:
+		return stats{}, false
+	}
+}
+
+// run is the hub goroutine. It returns after a shutdownMsg.
+func (h *hub) run() {
+	defer close(h.done)
+	for m := range h.inbox {
+		if !h.handle(m) {
+			return
+		}
+	drain:
+		for range hubBatch - 1 {
+			select {
+			case m = <-h.inbox:
+				if !h.handle(m) {
+					return
+				}
+			default:
+				break drain
+			}
+		}
+	}
+}
+
+// handle applies one message and reports whether the hub goes on. Runs on the hub goroutine.
+func (h *hub) handle(m hubMsg) bool {
+	switch m := m.(type) {
+	case commandMsg:
+		h.command(m)
+	case registerMsg:
+		m.reply <- h.idx.add(newSession(m.c), time.Now())
+	case unregisterMsg:
+		h.end(m.sid, m.reason)
+	case sweepMsg:
+		h.sweep(m.now)
+	case statsRequest:
+		m.reply <- h.snapshot()
+	case shutdownMsg:
+		h.shutdown()
+		return false
+	}
+	h.dropSlow()
+	return true
+}
+
+// newSession builds the hub's record for a freshly accepted conn.
+func newSession(c *conn) *session {
+	return &session{sid: c.sid, userID: c.userID, connectedAt: c.connectedAt, remote: c.remote, conn: c}
+}
+
+// command applies one client command. Runs on the hub goroutine.
+func (h *hub) command(m commandMsg) {
+	s := h.idx.sessions[m.c.sid]
+	if s == nil {
+		return // the session already ended; its reader has not noticed yet
+	}
+	h.idx.touch(s, time.Now())
+	cmd := m.cmd
+	switch cmd.kind {
+	case cmdHeartbeat:
+		h.deliver(s, m.self)
+	case cmdJoin:
+		h.join(s, m)
+	case cmdLeave:
+		if !h.idx.leave(s, cmd.game) {
+			h.deliver(s, notInGame(cmd))
+			return
+		}
+		h.deliver(s, m.self)
+		h.broadcast(cmd.game, s, m.others)
+	default: // the game actions: decisions and dice
+		if !h.idx.inGame(s, cmd.game) {
+			h.deliver(s, notInGame(cmd))
+			return
+		}
+		h.deliver(s, m.self)
+		h.broadcast(cmd.game, s, m.others)
+	}
+}
+
+// join puts s in a game, answers with the member list and tells the others.
+// Runs on the hub goroutine.
+func (h *hub) join(s *session, m commandMsg) {
+	game := m.cmd.game
+	if !h.idx.inGame(s, game) && len(s.games) >= h.cfg.maxGames {
+		h.deliver(s, encodeError(&protoError{code: codeTooManyGames, id: m.cmd.id,
+			message: "a session may be in at most " + strconv.Itoa(h.cfg.maxGames) + " games"}))
+		return
+	}
+	fresh := h.idx.join(s, game)
+	set := h.idx.members(game)
+	members := make([]member, 0, len(set))
+	members = append(members, member{SID: s.sid, UserID: s.userID})
+	for other := range set {
+		if other != s {
+			members = append(members, member{SID: other.sid, UserID: other.userID})
+		}
+	}
+	h.deliver(s, encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Members: members}))
+	if fresh {
+		h.broadcast(game, s, m.others)
+	}
+}
+
+// notInGame is the error for a command about a game the session is not in.
+func notInGame(cmd command) []byte {
+	return encodeError(&protoError{code: codeNotInGame, id: cmd.id, message: "not in game " + cmd.game.String()})
+}
+
+// deliver queues frame for s without waiting. A frame that does not fit marks
+// s as a slow consumer, to be dropped after the current fan-out.
+func (h *hub) deliver(s *session, frame []byte) {
+	select {
+	case s.conn.out <- frame:
+	default:
+		h.slow = append(h.slow, s)
+	}
+}
+
+// broadcast queues frame for every member of game but from.
+func (h *hub) broadcast(game uuid.UUID, from *session, frame []byte) {
+	for s := range h.idx.members(game) {
+		if s != from {
+			h.deliver(s, frame)
+		}
+	}
+}
+
+// end removes a session, tells its games why, and stops its conn. Ending an
+// unknown session is a no-op. Runs on the hub goroutine.
+func (h *hub) end(sid string, reason closeReason) {
+	s, games := h.idx.remove(sid)
+	if s == nil {
+		return
+	}
+	for _, g := range games {
+		h.broadcast(g, s, encodePresence(g, s.sid, s.userID, "left", reason.presence))
+	}
+	s.conn.stop(reason)
+}
+
+// dropSlow ends every session that overflowed its queue. Ending one tells its
+// games, which may overflow others, so it runs until none is left.
+func (h *hub) dropSlow() {
+	for len(h.slow) > 0 {
+		s := h.slow[len(h.slow)-1]
+		h.slow = h.slow[:len(h.slow)-1]
+		h.end(s.sid, reasonSlow)
+	}
+}
+
+// sweep warns and expires idle sessions. It walks the idle list from the
+// longest idle and stops at the first session that needs nothing, so its work
+// is proportional to the sessions it warns or expires. Runs on the hub goroutine.
+func (h *hub) sweep(now time.Time) {
+	timeout, warning := h.cfg.sessionTimeout, h.cfg.expiryWarning
+	if timeout <= 0 {
+		return
+	}
+	h.idx.idle(func(s *session) bool {
+		idle := now.Sub(s.lastActivity)
+		switch {
+		case idle >= timeout:
+			h.end(s.sid, reasonExpired)
+		case warning > 0 && idle >= timeout-warning:
+			if !s.warned {
+				s.warned = true
+				h.deliver(s, encodeExpiring(timeout-idle))
+			}
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// snapshot copies the counts health reports. Runs on the hub goroutine.
+func (h *hub) snapshot() stats {
+	per := make(map[string]int, len(h.idx.byGame))
+	for g, set := range h.idx.byGame {
+		per[g.String()] = len(set)
+	}
+	return stats{
+		TotalSessions:   len(h.idx.sessions),
+		UniqueUsers:     len(h.idx.byUser),
+		ActiveGames:     len(h.idx.byGame),
+		SessionsPerGame: per,
+	}
+}
+
+// shutdown stops every conn with going-away and forgets every session: the
+// unregisters that follow find nothing. Runs on the hub goroutine.
+func (h *hub) shutdown() {
+	for _, s := range h.idx.sessions {
+		s.conn.stop(reasonShutdown)
+	}
+	h.idx = newIndex()
+	h.slow = nil
+}

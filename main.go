@@ -1,0 +1,290 @@
+// Command dugout is the realtime session server of a multiplayer baseball
+// game: WebSocket sessions that are always true, game rooms with presence,
+// and an operator's view at /health/connections.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/rs/zerolog"
+)
+
+// config is every setting, read from the environment once at start.
+// The contract (../shared/protocol-v1.md) defines each variable.
+type config struct {
+	ListenAddr string `env:"LISTEN_ADDR" envDefault:":8080"`
+	// PingTimeout may be shorter or longer than PingInterval: only one ping is
+	// in flight at a time, so a dead peer is found within their sum.
+	PingInterval        time.Duration `env:"PING_INTERVAL" envDefault:"25s"`
+	PingTimeout         time.Duration `env:"PING_TIMEOUT" envDefault:"30s"`
+	MaxMessageBytes     int64         `env:"MAX_MESSAGE_BYTES" envDefault:"1000000"`
+	SessionTimeout      time.Duration `env:"SESSION_TIMEOUT" envDefault:"300s"`
+	ExpiryCheckInterval time.Duration `env:"EXPIRY_CHECK_INTERVAL" envDefault:"60s"`
+	// ExpiryWarning must be shorter than SessionTimeout: it is how long before
+	// expiry the warning goes out.
+	ExpiryWarning      time.Duration `env:"EXPIRY_WARNING" envDefault:"60s"`
+	AllowedOrigins     []string      `env:"ALLOWED_ORIGINS" envSeparator:","`
+	JWTSecret          string        `env:"JWT_SECRET"`
+	RequireAuth        bool          `env:"REQUIRE_AUTH" envDefault:"false"`
+	RateLimit          float64       `env:"RATE_LIMIT" envDefault:"20"`
+	RateBurst          int           `env:"RATE_BURST" envDefault:"40"`
+	SendQueueSize      int           `env:"SEND_QUEUE_SIZE" envDefault:"256"`
+	MaxGamesPerSession int           `env:"MAX_GAMES_PER_SESSION" envDefault:"16"`
+	MaxSessions        int           `env:"MAX_SESSIONS" envDefault:"0"`
+	ShutdownTimeout    time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
+	LogLevel           string        `env:"LOG_LEVEL" envDefault:"info"`
+
+	// Not configurable: the contract fixes it at 5 s. Tests shorten it.
+	rateLimitGrace time.Duration
+	level          zerolog.Level
+}
+
+// loadConfig reads and validates the configuration from environ (os.Environ's
+// shape). Its error names the environment variable at fault, never a Go field.
+func loadConfig(environ []string) (config, error) {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	cfg := config{rateLimitGrace: 5 * time.Second}
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
+		return config{}, namedParseError(err, vars)
+	}
+	return cfg, cfg.validate()
+}
+
+// namedParseError rewrites the env library's error, which names the Go field,
+// into one naming the variable and the value it could not use.
+func namedParseError(err error, vars map[string]string) error {
+	var agg env.AggregateError
+	if errors.As(err, &agg) && len(agg.Errors) > 0 {
+		err = agg.Errors[0]
+	}
+	var pe env.ParseError
+	if errors.As(err, &pe) {
+		if f, ok := reflect.TypeOf(config{}).FieldByName(pe.Name); ok {
+			key := f.Tag.Get("env")
+			return fmt.Errorf("%s=%q is not a valid %s", key, vars[key], pe.Type)
+		}
+	}
+	return err
+}
+
+// validate checks the values that parse but make no sense.
+func (c *config) validate() error {
+	positive := []struct {
+		name string
+		ok   bool
+	}{
+		{"PING_INTERVAL", c.PingInterval > 0},
+		{"PING_TIMEOUT", c.PingTimeout > 0},
+		{"MAX_MESSAGE_BYTES", c.MaxMessageBytes > 0},
+		{"EXPIRY_CHECK_INTERVAL", c.ExpiryCheckInterval > 0},
+		{"RATE_LIMIT", c.RateLimit > 0 && !math.IsInf(c.RateLimit, 0)},
+		{"RATE_BURST", c.RateBurst > 0},
+		{"SEND_QUEUE_SIZE", c.SendQueueSize > 0},
+		{"MAX_GAMES_PER_SESSION", c.MaxGamesPerSession > 0},
+		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0},
+	}
+	for _, p := range positive {
+		if !p.ok {
+			return fmt.Errorf("%s must be greater than zero", p.name)
+		}
+	}
+	switch {
+	case c.SessionTimeout < 0:
+		return errors.New("SESSION_TIMEOUT must not be negative (0 turns expiry off)")
+	case c.ExpiryWarning < 0:
+		return errors.New("EXPIRY_WARNING must not be negative (0 turns the warning off)")
+	case c.SessionTimeout > 0 && c.ExpiryWarning >= c.SessionTimeout:
+		return fmt.Errorf("EXPIRY_WARNING (%s) must be shorter than SESSION_TIMEOUT (%s)", c.ExpiryWarning, c.SessionTimeout)
+	case c.MaxSessions < 0:
+		return errors.New("MAX_SESSIONS must not be negative (0 means no limit)")
+	case c.RequireAuth && c.JWTSecret == "":
+		return errors.New("REQUIRE_AUTH=true needs JWT_SECRET: without it no token can be valid")
+	}
+	origins := c.AllowedOrigins[:0]
+	for _, o := range c.AllowedOrigins {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if _, err := path.Match(o, ""); err != nil {
+			return fmt.Errorf("ALLOWED_ORIGINS has a malformed pattern %q", o)
+		}
+		origins = append(origins, o)
+	}
+	c.AllowedOrigins = origins
+	level, err := zerolog.ParseLevel(c.LogLevel)
+	if err != nil || c.LogLevel == "" {
+		return fmt.Errorf("LOG_LEVEL=%q is not a level (trace, debug, info, warn, error, fatal, panic, disabled)", c.LogLevel)
+	}
+	c.level = level
+	return nil
+}
+
+// server ties the hub, the janitor and the HTTP handlers together.
+type server struct {
+	// set at construction
+	cfg        config
+	log        zerolog.Logger
+	hub        *hub
+	acceptOpts websocket.AcceptOptions
+	jwtParser  *jwt.Parser
+	slots      chan struct{} // one token per session when MAX_SESSIONS is set
+
+	handlers   sync.WaitGroup // /ws handlers still running
+	draining   atomic.Bool    // set once shutdown begins
+	hardStop   context.Context
+	hardCancel context.CancelFunc
+	background sync.WaitGroup // the hub and the janitor
+	stopJan    context.CancelFunc
+}
+
+// newServer builds a server and starts its hub and janitor.
+func newServer(cfg config, log zerolog.Logger) *server {
+	s := &server{
+		cfg: cfg,
+		log: log,
+		hub: newHub(hubConfig{
+			sessionTimeout: cfg.SessionTimeout,
+			expiryWarning:  cfg.ExpiryWarning,
+			maxGames:       cfg.MaxGamesPerSession,
+		}, 1024),
+		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
+	}
+	s.acceptOpts.OriginPatterns = cfg.AllowedOrigins
+	for _, o := range cfg.AllowedOrigins {
+		if o == "*" {
+			s.acceptOpts.InsecureSkipVerify = true // the operator asked for any origin
+		}
+	}
+	if cfg.MaxSessions > 0 {
+		s.slots = make(chan struct{}, cfg.MaxSessions)
+	}
+	s.hardStop, s.hardCancel = context.WithCancel(context.Background())
+	janCtx, stopJan := context.WithCancel(context.Background())
+	s.stopJan = stopJan
+	s.background.Add(1)
+	go func() { defer s.background.Done(); s.hub.run() }()
+	if cfg.SessionTimeout > 0 {
+		s.background.Add(1)
+		go func() { defer s.background.Done(); janitor(janCtx, s.hub, cfg.ExpiryCheckInterval) }()
+	}
+	return s
+}
+
+// routes returns the server's HTTP handler.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.serveWS)
+	mux.HandleFunc("GET /health/connections", s.serveConnections)
+	mux.HandleFunc("GET /healthz", s.serveReady)
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	mux.HandleFunc("GET /livez", serveLive)
+	return mux
+}
+
+// shutdown ends the server in the contract's order: readiness goes to 503,
+// stopHTTP stops accepting, every conn is closed with going-away at once (each
+// writer runs its own close handshake, so a frozen peer delays nobody), and the
+// handlers are awaited. Close handshakes still running at 80% of the budget
+// are cut so that the whole shutdown fits inside it.
+func (s *server) shutdown(budget time.Duration, stopHTTP func(context.Context) error) error {
+	deadline := time.Now().Add(budget)
+	s.draining.Store(true)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	httpErr := stopHTTP(ctx)
+	s.hub.send(shutdownMsg{})
+	s.stopJan()
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); s.background.Wait(); close(done) }()
+	soft := time.NewTimer(time.Until(deadline) * 4 / 5)
+	defer soft.Stop()
+	select {
+	case <-done:
+		return httpErr
+	case <-soft.C:
+		s.log.Warn().Msg("close handshakes outlasted the shutdown budget; cutting the rest")
+		s.hardCancel()
+	}
+	select {
+	case <-done:
+		return httpErr
+	case <-ctx.Done():
+		return errors.New("connections still open at the end of SHUTDOWN_TIMEOUT")
+	}
+}
+
+// run serves until ctx ends, then shuts down gracefully. onListen, when set,
+// learns the address actually bound (LISTEN_ADDR may ask for port 0).
+func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.Addr)) error {
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("LISTEN_ADDR=%q: %w", cfg.ListenAddr, err)
+	}
+	s := newServer(cfg, log)
+	srv := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
+		Dur("session_timeout", cfg.SessionTimeout).Msg("listening")
+	if cfg.SessionTimeout > 0 && cfg.ExpiryWarning > 0 && cfg.ExpiryWarning < cfg.ExpiryCheckInterval {
+		log.Warn().Msg("EXPIRY_WARNING is shorter than EXPIRY_CHECK_INTERVAL: some sessions may expire without a warning")
+	}
+	if onListen != nil {
+		onListen(ln.Addr())
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		_ = s.shutdown(cfg.ShutdownTimeout, srv.Shutdown)
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info().Msg("shutting down")
+	start := time.Now()
+	err = s.shutdown(cfg.ShutdownTimeout, srv.Shutdown)
+	<-serveErr // Serve returns ErrServerClosed once Shutdown has begun
+	log.Info().Dur("duration", time.Since(start)).Err(err).Msg("stopped")
+	return err
+}
+
+func main() {
+	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
+	cfg, err := loadConfig(os.Environ())
+	if err != nil {
+		log.Error().Err(err).Msg("invalid configuration")
+		os.Exit(2)
+	}
+	log = log.Level(cfg.level)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log, nil); err != nil {
+		log.Error().Err(err).Msg("exit")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,385 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+)
+
+// closeReason says why a conn ends: what the peer is told and what the room hears.
+// Every way a connection can end is one row of the table below; no close code,
+// close text or presence reason is spelled anywhere else.
+type closeReason struct {
+	code       websocket.StatusCode
+	text       string // short: it travels in the close frame
+	presence   string // "disconnected", "expired" or "timeout"
+	sendsClose bool   // false when the peer is presumed dead and gets no close frame
+}
+
+// The close-reason table. Presence reasons are the contract's words.
+var (
+	reasonDisconnected = closeReason{websocket.StatusNormalClosure, "", presenceDisconnected, false}
+	reasonExpired      = closeReason{4000, "session expired", presenceExpired, true}
+	reasonShutdown     = closeReason{websocket.StatusGoingAway, "server shutting down", presenceDisconnected, true}
+	reasonTooBig       = closeReason{websocket.StatusMessageTooBig, "message too big", presenceDisconnected, true}
+	reasonBinary       = closeReason{websocket.StatusUnsupportedData, "binary frames are not supported", presenceDisconnected, true}
+	reasonSlow         = closeReason{websocket.StatusPolicyViolation, "slow consumer", presenceDisconnected, true}
+	reasonFlood        = closeReason{websocket.StatusPolicyViolation, "rate limited", presenceDisconnected, true}
+	reasonTimeout      = closeReason{websocket.StatusAbnormalClosure, "", presenceTimeout, false}
+)
+
+// Presence words: why a member is no longer in a game.
+const (
+	presenceLeft         = "left"
+	presenceDisconnected = "disconnected"
+	presenceExpired      = "expired"
+	presenceTimeout      = "timeout"
+)
+
+// Error codes of the contract's error frame; the connection stays open after each.
+const (
+	codeInvalidJSON    = "invalid_json"
+	codeInvalidMessage = "invalid_message"
+	codeUnknownType    = "unknown_type"
+	codeInvalidGameID  = "invalid_game_id"
+	codeNotInGame      = "not_in_game"
+	codeTooManyGames   = "too_many_games"
+	codeRateLimited    = "rate_limited"
+)
+
+// Limits the contract puts on client frames.
+const (
+	maxIDLen = 64
+	minDice  = 1
+	maxDice  = 10
+	minSides = 2
+	maxSides = 100
+)
+
+// defaultDice is what roll_dice rolls when the client names no dice.
+var defaultDice = []int{6, 6, 6, 20}
+
+// cmdKind names a client command after decoding.
+type cmdKind uint8
+
+const (
+	cmdHeartbeat cmdKind = iota + 1
+	cmdJoin
+	cmdLeave
+	cmdDefensive
+	cmdOffensive
+	cmdRoll
+)
+
+// clientTypes maps the wire names of client frames to their kinds.
+var clientTypes = map[string]cmdKind{
+	"heartbeat":                 cmdHeartbeat,
+	"join_game":                 cmdJoin,
+	"leave_game":                cmdLeave,
+	"submit_defensive_decision": cmdDefensive,
+	"submit_offensive_decision": cmdOffensive,
+	"roll_dice":                 cmdRoll,
+}
+
+// eventTypes maps the game actions to the room event each one becomes.
+var eventTypes = map[cmdKind]string{
+	cmdDefensive: "defensive_decision",
+	cmdOffensive: "offensive_decision",
+	cmdRoll:      "dice_rolled",
+}
+
+// command is one decoded and validated client message, ready for the hub.
+type command struct {
+	kind     cmdKind
+	id       string
+	game     uuid.UUID
+	decision json.RawMessage // submit_*_decision only
+	dice     []int           // roll_dice only
+}
+
+// protoError is a client mistake that becomes an error frame; the conn stays open.
+type protoError struct {
+	code    string
+	message string
+	id      string // echoed when the offending message carried a valid one
+}
+
+func (e *protoError) Error() string { return e.code + ": " + e.message }
+
+// envelope is the outer shape of a client frame. ID and Data stay raw so that a
+// numeric id or a data of the wrong type is reported as invalid_message, not
+// mistaken for invalid JSON.
+type envelope struct {
+	Type json.RawMessage `json:"type"`
+	ID   json.RawMessage `json:"id"`
+	Data json.RawMessage `json:"data"`
+}
+
+// gameData is the data of every game command; which fields matter depends on the type.
+type gameData struct {
+	GameID   json.RawMessage `json:"game_id"`
+	Decision json.RawMessage `json:"decision"`
+	Dice     json.RawMessage `json:"dice"`
+}
+
+// decode turns one text message into a command, or into the protoError the
+// client must be told about. It is a pure function so it can be fuzzed and
+// run in the reader goroutine, keeping JSON work out of the hub.
+func decode(msg []byte) (command, *protoError) {
+	if !utf8.Valid(msg) {
+		return command{}, &protoError{code: codeInvalidJSON, message: "frame is not valid UTF-8"}
+	}
+	trimmed := bytes.TrimLeft(msg, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return command{}, &protoError{code: codeInvalidJSON, message: "frame must be one JSON object"}
+	}
+	var env envelope
+	if err := json.Unmarshal(msg, &env); err != nil {
+		return command{}, &protoError{code: codeInvalidJSON, message: "frame must be one JSON object: " + jsonProblem(err)}
+	}
+	var cmd command
+	if !isNull(env.ID) {
+		if err := json.Unmarshal(env.ID, &cmd.id); err != nil {
+			return command{}, &protoError{code: codeInvalidMessage, message: "id must be a string"}
+		}
+		if utf8.RuneCountInString(cmd.id) > maxIDLen {
+			return command{}, &protoError{code: codeInvalidMessage, message: fmt.Sprintf("id must be at most %d characters", maxIDLen)}
+		}
+	}
+	fail := func(code, message string) (command, *protoError) {
+		return command{}, &protoError{code: code, message: message, id: cmd.id}
+	}
+	var typ string
+	if isNull(env.Type) {
+		return fail(codeInvalidMessage, "type is missing")
+	}
+	if err := json.Unmarshal(env.Type, &typ); err != nil {
+		return fail(codeInvalidMessage, "type must be a string")
+	}
+	kind, ok := clientTypes[typ]
+	if !ok {
+		return fail(codeUnknownType, "unknown message type "+quoteShort(typ))
+	}
+	cmd.kind = kind
+	if kind == cmdHeartbeat {
+		return cmd, nil // heartbeat takes anything or nothing as data
+	}
+	if isNull(env.Data) || !isObject(env.Data) {
+		return fail(codeInvalidMessage, "data must be an object")
+	}
+	var d gameData
+	if err := json.Unmarshal(env.Data, &d); err != nil {
+		return fail(codeInvalidMessage, "data must be an object")
+	}
+	var gameID string
+	if isNull(d.GameID) {
+		return fail(codeInvalidMessage, "data.game_id is missing")
+	}
+	if err := json.Unmarshal(d.GameID, &gameID); err != nil {
+		return fail(codeInvalidMessage, "data.game_id must be a string")
+	}
+	game, err := uuid.Parse(gameID)
+	if err != nil {
+		return fail(codeInvalidGameID, "data.game_id is not a UUID")
+	}
+	cmd.game = game
+	switch kind {
+	case cmdDefensive, cmdOffensive:
+		if isNull(d.Decision) || !isObject(d.Decision) {
+			return fail(codeInvalidMessage, "data.decision must be an object")
+		}
+		cmd.decision = d.Decision
+	case cmdRoll:
+		if isNull(d.Dice) {
+			cmd.dice = defaultDice
+			break
+		}
+		if err := json.Unmarshal(d.Dice, &cmd.dice); err != nil {
+			return fail(codeInvalidMessage, "data.dice must be an array of integers")
+		}
+		if msg := checkDice(cmd.dice); msg != "" {
+			return fail(codeInvalidMessage, msg)
+		}
+	}
+	return cmd, nil
+}
+
+// checkDice returns what is wrong with a set of dice, or "" when it is fine.
+func checkDice(dice []int) string {
+	if len(dice) < minDice || len(dice) > maxDice {
+		return fmt.Sprintf("data.dice must hold %d to %d dice", minDice, maxDice)
+	}
+	for _, sides := range dice {
+		if sides < minSides || sides > maxSides {
+			return fmt.Sprintf("each die must have %d to %d sides", minSides, maxSides)
+		}
+	}
+	return ""
+}
+
+// isNull reports whether a raw field was absent or JSON null.
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// isObject reports whether a raw JSON value is an object. The value has already
+// been validated by the decoder, so its first byte decides.
+func isObject(raw json.RawMessage) bool {
+	return len(raw) > 0 && raw[0] == '{'
+}
+
+// jsonProblem describes a JSON syntax error without echoing the client's bytes.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return "syntax error at byte " + strconv.FormatInt(syn.Offset, 10)
+	}
+	return "not an object"
+}
+
+// quoteShort quotes a client string for an error message, cut so that a huge
+// type name cannot make a huge reply.
+func quoteShort(s string) string {
+	const max = 32
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// Outbound frames. Each encoder returns the whole frame so that one
+// serialisation can be shared by every member of a game.
+
+// outFrame is the envelope of every server frame.
+type outFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	Data any    `json:"data"`
+}
+
+// encode marshals a server frame. Every value passed here is built by the
+// server from plain types, so a failure is a programming error.
+func encode(typ, id string, data any) []byte {
+	b, err := json.Marshal(outFrame{Type: typ, ID: id, Data: data})
+	if err != nil {
+		panic(fmt.Sprintf("encode %s: %v", typ, err))
+	}
+	return b
+}
+
+// sessionData is the first frame of every connection.
+type sessionData struct {
+	SID              string `json:"sid"`
+	UserID           *int64 `json:"user_id"`
+	PingIntervalMS   int64  `json:"ping_interval_ms"`
+	SessionTimeoutMS int64  `json:"session_timeout_ms"`
+}
+
+// member is one entry of game_joined's member list.
+type member struct {
+	SID    string `json:"sid"`
+	UserID *int64 `json:"user_id"`
+}
+
+// gameJoinedData answers join_game.
+type gameJoinedData struct {
+	GameID  string   `json:"game_id"`
+	Members []member `json:"members"`
+}
+
+// gameRef answers leave_game.
+type gameRef struct {
+	GameID string `json:"game_id"`
+}
+
+// presenceData tells a game that a member came or went, and why.
+type presenceData struct {
+	GameID string `json:"game_id"`
+	SID    string `json:"sid"`
+	UserID *int64 `json:"user_id"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// decisionData is a defensive or offensive decision relayed to the game.
+type decisionData struct {
+	GameID   string          `json:"game_id"`
+	SID      string          `json:"sid"`
+	UserID   *int64          `json:"user_id"`
+	Decision json.RawMessage `json:"decision"`
+}
+
+// diceData is a server-rolled dice result relayed to the game.
+type diceData struct {
+	GameID  string `json:"game_id"`
+	SID     string `json:"sid"`
+	UserID  *int64 `json:"user_id"`
+	Dice    []int  `json:"dice"`
+	Results []int  `json:"results"`
+}
+
+// errorData is the body of an error frame.
+type errorData struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// expiringData warns a session that it will expire unless the client acts.
+type expiringData struct {
+	ExpiresInMS int64 `json:"expires_in_ms"`
+}
+
+// heartbeatData answers heartbeat.
+type heartbeatData struct {
+	Timestamp string `json:"timestamp"`
+}
+
+// encodeError builds an error frame echoing id.
+func encodeError(e *protoError) []byte {
+	return encode("error", e.id, errorData{Code: e.code, Message: e.message})
+}
+
+// encodeHeartbeatAck builds heartbeat_ack for the time now.
+func encodeHeartbeatAck(id string, now time.Time) []byte {
+	return encode("heartbeat_ack", id, heartbeatData{Timestamp: now.UTC().Format(time.RFC3339Nano)})
+}
+
+// encodePresence builds a presence frame; reason is empty for "joined".
+func encodePresence(game uuid.UUID, sid string, userID *int64, status, reason string) []byte {
+	return encode("presence", "", presenceData{GameID: game.String(), SID: sid, UserID: userID, Status: status, Reason: reason})
+}
+
+// encodeExpiring builds session_expiring.
+func encodeExpiring(in time.Duration) []byte {
+	return encode("session_expiring", "", expiringData{ExpiresInMS: in.Milliseconds()})
+}
+
+// encodeEvent builds a game action's room event twice: once carrying the
+// sender's message id (for the sender) and once without (shared by every other
+// member). When the message had no id the two are the same bytes.
+func encodeEvent(cmd command, sid string, userID *int64, results []int) (self, others []byte) {
+	game := cmd.game.String()
+	var data any
+	if cmd.kind == cmdRoll {
+		data = diceData{GameID: game, SID: sid, UserID: userID, Dice: cmd.dice, Results: results}
+	} else {
+		data = decisionData{GameID: game, SID: sid, UserID: userID, Decision: cmd.decision}
+	}
+	typ := eventTypes[cmd.kind]
+	others = encode(typ, "", data)
+	if cmd.id == "" {
+		return others, others
+	}
+	return encode(typ, cmd.id, data), others
+}

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// session is the hub's record of one connected client. Every field is owned by
+// the hub goroutine; the conn holds no pointer back to it.
+type session struct {
+	// set at construction
+	sid         string
+	userID      *int64 // nil for an anonymous session
+	connectedAt time.Time
+	remote      string
+	conn        *conn
+
+	// owned by the hub goroutine
+	lastActivity time.Time
+	warned       bool // session_expiring sent in the current idle period
+	games        map[uuid.UUID]struct{}
+
+	// idle-list links: sessions in order of last activity, oldest first, so a
+	// sweep touches only the sessions it warns or expires.
+	older, newer *session
+}
+
+// index holds every session and the two lookups built on them. Its invariants,
+// checked by check in the tests after every step:
+//   - every session in byUser and byGame is in sessions, and vice versa for its user and games;
+//   - no empty user set and no empty game set survives;
+//   - the idle list holds exactly the sessions, ordered by lastActivity.
+//
+// It is hub-owned data: only the hub goroutine calls its methods.
+type index struct {
+	sessions map[string]*session
+	byUser   map[int64]map[*session]struct{}
+	byGame   map[uuid.UUID]map[*session]struct{}
+
+	oldest, newest *session // the idle list's ends
+}
+
+// newIndex returns an empty index.
+func newIndex() *index {
+	return &index{
+		sessions: make(map[string]*session),
+		byUser:   make(map[int64]map[*session]struct{}),
+		byGame:   make(map[uuid.UUID]map[*session]struct{}),
+	}
+}
+
+// add records a new session as active now. It reports false, changing nothing,
+// when the sid is already taken.
+func (x *index) add(s *session, now time.Time) bool {
+	if _, dup := x.sessions[s.sid]; dup {
+		return false
+	}
+	s.lastActivity = now
+	s.games = nil
+	x.sessions[s.sid] = s
+	if s.userID != nil {
+		set := x.byUser[*s.userID]
+		if set == nil {
+			set = make(map[*session]struct{}, 1)
+			x.byUser[*s.userID] = set
+		}
+		set[s] = struct{}{}
+	}
+	x.pushNewest(s)
+	return true
+}
+
+// remove forgets a session everywhere and returns the games it was in, so the
+// caller can tell their members. Removing an unknown session is a no-op.
+func (x *index) remove(sid string) (*session, []uuid.UUID) {
+	s, ok := x.sessions[sid]
+	if !ok {
+		return nil, nil
+	}
+	delete(x.sessions, sid)
+	if s.userID != nil {
+		set := x.byUser[*s.userID]
+		delete(set, s)
+		if len(set) == 0 {
+			delete(x.byUser, *s.userID)
+		}
+	}
+	games := make([]uuid.UUID, 0, len(s.games))
+	for g := range s.games {
+		games = append(games, g)
+		x.dropMember(g, s)
+	}
+	s.games = nil
+	x.unlink(s)
+	return s, games
+}
+
+// join puts s in game and reports whether it was newly added.
+func (x *index) join(s *session, game uuid.UUID) bool {
+	if _, in := s.games[game]; in {
+		return false
+	}
+	if s.games == nil {
+		s.games = make(map[uuid.UUID]struct{}, 1)
+	}
+	s.games[game] = struct{}{}
+	set := x.byGame[game]
+	if set == nil {
+		set = make(map[*session]struct{}, 4)
+		x.byGame[game] = set
+	}
+	set[s] = struct{}{}
+	return true
+}
+
+// leave takes s out of game and reports whether it was there.
+func (x *index) leave(s *session, game uuid.UUID) bool {
+	if _, in := s.games[game]; !in {
+		return false
+	}
+	delete(s.games, game)
+	if len(s.games) == 0 {
+		s.games = nil
+	}
+	x.dropMember(game, s)
+	return true
+}
+
+// dropMember removes s from game's member set, dropping the set when it empties.
+func (x *index) dropMember(game uuid.UUID, s *session) {
+	set := x.byGame[game]
+	delete(set, s)
+	if len(set) == 0 {
+		delete(x.byGame, game)
+	}
+}
+
+// inGame reports whether s is a member of game.
+func (x *index) inGame(s *session, game uuid.UUID) bool {
+	_, in := s.games[game]
+	return in
+}
+
+// members returns game's member set; nil when nobody is in it.
+func (x *index) members(game uuid.UUID) map[*session]struct{} {
+	return x.byGame[game]
+}
+
+// touch records client activity: s becomes the newest in the idle list and
+// earns a new warning for its next idle period.
+func (x *index) touch(s *session, now time.Time) {
+	s.lastActivity = now
+	s.warned = false
+	if x.newest == s {
+		return
+	}
+	x.unlink(s)
+	x.pushNewest(s)
+}
+
+// pushNewest appends s at the newest end of the idle list.
+func (x *index) pushNewest(s *session) {
+	s.older, s.newer = x.newest, nil
+	if x.newest != nil {
+		x.newest.newer = s
+	} else {
+		x.oldest = s
+	}
+	x.newest = s
+}
+
+// unlink takes s out of the idle list.
+func (x *index) unlink(s *session) {
+	if s.older != nil {
+		s.older.newer = s.newer
+	} else if x.oldest == s {
+		x.oldest = s.newer
+	}
+	if s.newer != nil {
+		s.newer.older = s.older
+	} else if x.newest == s {
+		x.newest = s.older
+	}
+	s.older, s.newer = nil, nil
+}
+
+// idle calls fn for sessions from the longest idle onwards, while fn returns true.
+// fn may remove the session it is given.
+func (x *index) idle(fn func(*session) bool) {
+	for s := x.oldest; s != nil; {
+		next := s.newer
+		if !fn(s) {
+			return
+		}
+		s = next
+	}
+}
