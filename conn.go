@@ -105,13 +105,13 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		PingIntervalMS:   s.cfg.PingInterval.Milliseconds(),
 		SessionTimeoutMS: s.cfg.SessionTimeout.Milliseconds(),
 	})
+	// Past the shutdown budget, close handshakes still waiting on frozen peers are cut.
+	stopHard := context.AfterFunc(s.hardStop, func() { _ = c.raw.Close() })
+	defer stopHard()
 	if !s.hub.register(c) {
 		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
 		return
 	}
-	// Past the shutdown budget, close handshakes still waiting on frozen peers are cut.
-	stopHard := context.AfterFunc(s.hardStop, func() { _ = c.raw.Close() })
-	defer stopHard()
 
 	writerDone := make(chan struct{})
 	go func() {
