@@ -251,7 +251,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
+	// Logged at no level, so every LOG_LEVEL but disabled shows where to connect.
+	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
 		Dur("session_timeout", cfg.SessionTimeout).Msg("listening")
 	if cfg.SessionTimeout > 0 && cfg.ExpiryWarning > 0 && cfg.ExpiryWarning < cfg.ExpiryCheckInterval {
 		log.Warn().Msg("EXPIRY_WARNING is shorter than EXPIRY_CHECK_INTERVAL: some sessions may expire without a warning")

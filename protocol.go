@@ -63,7 +63,8 @@ const (
 	maxSides = 100
 )
 
-// defaultDice is what roll_dice rolls when the client names no dice.
+// defaultDice is what roll_dice rolls when the client names no dice. Decoded
+// commands share it, so nothing may write to a command's dice.
 var defaultDice = []int{6, 6, 6, 20}
 
 // cmdKind names a client command after decoding.
@@ -185,7 +186,7 @@ func decode(msg []byte) (command, *protoError) {
 	if err := json.Unmarshal(d.GameID, &gameID); err != nil {
 		return fail(codeInvalidMessage, "data.game_id must be a string")
 	}
-	game, err := uuid.Parse(gameID)
+	game, err := parseGameID(gameID)
 	if err != nil {
 		return fail(codeInvalidGameID, "data.game_id is not a UUID")
 	}
@@ -209,6 +210,16 @@ func decode(msg []byte) (command, *protoError) {
 		}
 	}
 	return cmd, nil
+}
+
+// parseGameID parses a UUID in any of its spellings. uuid.Parse takes any
+// 38-character string as the braced form without looking at the braces, so
+// they are checked here.
+func parseGameID(s string) (uuid.UUID, error) {
+	if len(s) == 38 && (s[0] != '{' || s[37] != '}') {
+		return uuid.UUID{}, errors.New("not a UUID")
+	}
+	return uuid.Parse(s)
 }
 
 // checkDice returns what is wrong with a set of dice, or "" when it is fine.

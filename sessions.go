@@ -27,7 +27,7 @@ type session struct {
 }
 
 // index holds every session and the two lookups built on them. Its invariants,
-// checked by check in the tests after every step:
+// checked by checkIndex in the tests after every step:
 //   - every session in byUser and byGame is in sessions, and vice versa for its user and games;
 //   - no empty user set and no empty game set survives;
 //   - the idle list holds exactly the sessions, ordered by lastActivity.

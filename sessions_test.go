@@ -1,0 +1,792 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// checkIndex fails t unless every invariant of x holds:
+//   - every session in byUser and byGame is in sessions under its own sid, and
+//     every session is in the user set of its user and the game set of each of its games;
+//   - no user set and no game set is empty, and anonymous sessions are in no user set;
+//   - a session's games set is nil or non-empty;
+//   - the idle list, walked from oldest by newer and from newest by older, holds
+//     exactly the sessions, each once, ordered by non-decreasing lastActivity.
+//
+// It reports with Errorf only, so a test can run it through a recorder, and it
+// never loops forever on a corrupted list.
+func checkIndex(t testing.TB, x *index) {
+	t.Helper()
+	for sid, s := range x.sessions {
+		if s == nil {
+			t.Errorf("sessions[%q] is nil", sid)
+			continue
+		}
+		if s.sid != sid {
+			t.Errorf("sessions[%q] holds session %q", sid, s.sid)
+		}
+		if s.userID != nil {
+			if _, ok := x.byUser[*s.userID][s]; !ok {
+				t.Errorf("session %q is missing from the set of its user %d", s.sid, *s.userID)
+			}
+		}
+		if s.games != nil && len(s.games) == 0 {
+			t.Errorf("session %q has an empty games set; want nil", s.sid)
+		}
+		for g := range s.games {
+			if _, ok := x.byGame[g][s]; !ok {
+				t.Errorf("session %q is in game %s but missing from its member set", s.sid, g)
+			}
+		}
+	}
+	for user, set := range x.byUser {
+		if len(set) == 0 {
+			t.Errorf("user %d has an empty session set", user)
+		}
+		for s := range set {
+			if x.sessions[s.sid] != s {
+				t.Errorf("user %d's set holds session %q, which is not in sessions", user, s.sid)
+			}
+			switch {
+			case s.userID == nil:
+				t.Errorf("user %d's set holds anonymous session %q", user, s.sid)
+			case *s.userID != user:
+				t.Errorf("user %d's set holds session %q of user %d", user, s.sid, *s.userID)
+			}
+		}
+	}
+	for g, set := range x.byGame {
+		if len(set) == 0 {
+			t.Errorf("game %s has an empty member set", g)
+		}
+		for s := range set {
+			if x.sessions[s.sid] != s {
+				t.Errorf("game %s's members hold session %q, which is not in sessions", g, s.sid)
+			}
+			if _, ok := s.games[g]; !ok {
+				t.Errorf("game %s's members hold session %q, which is not in that game", g, s.sid)
+			}
+		}
+	}
+	checkIndexIdleList(t, x)
+}
+
+// checkIndexIdleList is checkIndex's part for the idle list.
+func checkIndexIdleList(t testing.TB, x *index) {
+	t.Helper()
+	var forward []*session
+	seen := make(map[*session]bool, len(x.sessions))
+	var prev *session
+	for s := x.oldest; s != nil; s = s.newer {
+		if seen[s] {
+			t.Errorf("idle list visits session %q twice walking from oldest", s.sid)
+			return
+		}
+		seen[s] = true
+		if x.sessions[s.sid] != s {
+			t.Errorf("idle list holds session %q, which is not in sessions", s.sid)
+		}
+		if s.older != prev {
+			t.Errorf("session %q's older link does not point at the session before it", s.sid)
+		}
+		if prev != nil && s.lastActivity.Before(prev.lastActivity) {
+			t.Errorf("idle list out of order: %q (%v) after %q (%v)", s.sid, s.lastActivity, prev.sid, prev.lastActivity)
+		}
+		forward = append(forward, s)
+		prev = s
+	}
+	if x.newest != prev {
+		t.Errorf("newest is not the last session walking from oldest")
+	}
+	if len(forward) != len(x.sessions) {
+		t.Errorf("idle list holds %d sessions, sessions holds %d", len(forward), len(x.sessions))
+	}
+	var backward []*session
+	seen = make(map[*session]bool, len(x.sessions))
+	for s := x.newest; s != nil; s = s.older {
+		if seen[s] {
+			t.Errorf("idle list visits session %q twice walking from newest", s.sid)
+			return
+		}
+		seen[s] = true
+		backward = append(backward, s)
+	}
+	slices.Reverse(backward)
+	if !slices.Equal(forward, backward) {
+		t.Errorf("idle list differs walked from oldest (%v) and from newest (%v)", indexSIDsOf(forward), indexSIDsOf(backward))
+	}
+}
+
+// indexSIDsOf lists the sids of sessions, for messages.
+func indexSIDsOf(ss []*session) []string {
+	sids := make([]string, len(ss))
+	for i, s := range ss {
+		sids[i] = s.sid
+	}
+	return sids
+}
+
+// indexIdleSIDs lists the idle list from oldest to newest by its links, stopping
+// after more steps than there are sessions so a cycle cannot hang a test.
+func indexIdleSIDs(x *index) []string {
+	var sids []string
+	for s := x.oldest; s != nil && len(sids) <= len(x.sessions); s = s.newer {
+		sids = append(sids, s.sid)
+	}
+	return sids
+}
+
+// indexT0 is the clock's start in the index tests.
+var indexT0 = time.Date(2025, 4, 1, 12, 0, 0, 0, time.UTC)
+
+// indexAt is the test clock n seconds after indexT0.
+func indexAt(n int) time.Time { return indexT0.Add(time.Duration(n) * time.Second) }
+
+// indexUser returns a pointer to a user id.
+func indexUser(n int64) *int64 { return &n }
+
+// indexSession returns a fresh session; user nil makes it anonymous. Index
+// methods never touch conn, so it stays nil.
+func indexSession(sid string, user *int64) *session {
+	return &session{sid: sid, userID: user}
+}
+
+// Games of the index tests.
+var (
+	indexGameA = uuid.MustParse("11111111-1111-4111-8111-111111111111")
+	indexGameB = uuid.MustParse("22222222-2222-4222-8222-222222222222")
+	indexGameC = uuid.MustParse("33333333-3333-4333-8333-333333333333")
+)
+
+// indexOf builds an index holding sessions added one second apart, in order.
+func indexOf(t *testing.T, ss ...*session) *index {
+	t.Helper()
+	x := newIndex()
+	for i, s := range ss {
+		if !x.add(s, indexAt(i)) {
+			t.Fatalf("add %q refused", s.sid)
+		}
+	}
+	checkIndex(t, x)
+	return x
+}
+
+// indexJoin joins s to game, failing unless it was a new membership.
+func indexJoin(t *testing.T, x *index, s *session, game uuid.UUID) {
+	t.Helper()
+	if !x.join(s, game) {
+		t.Fatalf("join %q to %s returned false", s.sid, game)
+	}
+}
+
+// indexMembers lists game's members, sorted.
+func indexMembers(x *index, game uuid.UUID) []string {
+	var sids []string
+	for s := range x.members(game) {
+		sids = append(sids, s.sid)
+	}
+	slices.Sort(sids)
+	return sids
+}
+
+// TestIndexAdd checks add records a session everywhere it belongs and refuses
+// a taken sid without changing anything.
+func TestIndexAdd(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, x *index)
+	}{
+		{"first session is the whole idle list", func(t *testing.T, x *index) {
+			s := indexSession("a", indexUser(1))
+			if !x.add(s, indexAt(5)) {
+				t.Fatal("add returned false")
+			}
+			if x.sessions["a"] != s || x.oldest != s || x.newest != s {
+				t.Error("session not recorded or not linked")
+			}
+			if !s.lastActivity.Equal(indexAt(5)) {
+				t.Errorf("lastActivity = %v, want %v", s.lastActivity, indexAt(5))
+			}
+		}},
+		{"user session is indexed by its user", func(t *testing.T, x *index) {
+			s := indexSession("a", indexUser(7))
+			x.add(s, indexAt(0))
+			if _, ok := x.byUser[7][s]; !ok || len(x.byUser) != 1 {
+				t.Errorf("byUser = %v, want user 7 holding a", x.byUser)
+			}
+		}},
+		{"two sessions of one user share its set", func(t *testing.T, x *index) {
+			a, b := indexSession("a", indexUser(7)), indexSession("b", indexUser(7))
+			x.add(a, indexAt(0))
+			x.add(b, indexAt(1))
+			if len(x.byUser) != 1 || len(x.byUser[7]) != 2 {
+				t.Errorf("byUser = %v, want user 7 holding two sessions", x.byUser)
+			}
+		}},
+		{"later session is newest", func(t *testing.T, x *index) {
+			x.add(indexSession("a", nil), indexAt(0))
+			x.add(indexSession("b", nil), indexAt(1))
+			x.add(indexSession("c", nil), indexAt(2))
+			if got := indexIdleSIDs(x); !slices.Equal(got, []string{"a", "b", "c"}) {
+				t.Errorf("idle list = %v, want [a b c]", got)
+			}
+		}},
+		{"duplicate sid is refused", func(t *testing.T, x *index) {
+			first := indexSession("a", indexUser(1))
+			x.add(first, indexAt(0))
+			dup := indexSession("a", indexUser(2))
+			if x.add(dup, indexAt(9)) {
+				t.Fatal("add of a taken sid returned true")
+			}
+			if x.sessions["a"] != first {
+				t.Error("the duplicate replaced the first session")
+			}
+			if _, ok := x.byUser[2]; ok {
+				t.Error("the duplicate's user was indexed")
+			}
+			if x.newest != first || dup.older != nil || dup.newer != nil {
+				t.Error("the duplicate was linked into the idle list")
+			}
+			if !dup.lastActivity.IsZero() || !first.lastActivity.Equal(indexAt(0)) {
+				t.Error("a refused add changed lastActivity")
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newIndex()
+			tc.run(t, x)
+			checkIndex(t, x)
+		})
+	}
+}
+
+// TestIndexRemove checks remove forgets a session everywhere, returns its
+// games, drops sets it empties, and ignores unknown sids.
+func TestIndexRemove(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, x *index, a, b, c *session)
+	}{
+		{"unknown sid is a no-op", func(t *testing.T, x *index, a, b, c *session) {
+			indexJoin(t, x, a, indexGameA)
+			s, games := x.remove("nobody")
+			if s != nil || games != nil {
+				t.Errorf("remove(unknown) = %v, %v, want nil, nil", s, games)
+			}
+			if len(x.sessions) != 3 || !slices.Equal(indexIdleSIDs(x), []string{"a", "b", "c"}) {
+				t.Errorf("index changed: %d sessions, idle %v", len(x.sessions), indexIdleSIDs(x))
+			}
+			if !slices.Equal(indexMembers(x, indexGameA), []string{"a"}) {
+				t.Errorf("game A members = %v, want [a]", indexMembers(x, indexGameA))
+			}
+		}},
+		{"returns the session and every game it was in", func(t *testing.T, x *index, a, b, c *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, a, indexGameB)
+			indexJoin(t, x, b, indexGameC)
+			s, games := x.remove("a")
+			if s != a {
+				t.Errorf("remove returned session %v, want a", s)
+			}
+			slices.SortFunc(games, func(p, q uuid.UUID) int { return slices.Compare(p[:], q[:]) })
+			if !slices.Equal(games, []uuid.UUID{indexGameA, indexGameB}) {
+				t.Errorf("games = %v, want [A B]", games)
+			}
+		}},
+		{"session in no game returns no games", func(t *testing.T, x *index, a, b, c *session) {
+			s, games := x.remove("b")
+			if s != b || len(games) != 0 {
+				t.Errorf("remove = %v, %v, want b and no games", s, games)
+			}
+		}},
+		{"user set survives while the user has another session", func(t *testing.T, x *index, a, b, c *session) {
+			x.remove("a")
+			if _, ok := x.byUser[1][b]; !ok || len(x.byUser[1]) != 1 {
+				t.Errorf("user 1's set = %v, want b alone", x.byUser[1])
+			}
+		}},
+		{"user set dropped with the user's last session", func(t *testing.T, x *index, a, b, c *session) {
+			x.remove("a")
+			x.remove("b")
+			if _, ok := x.byUser[1]; ok || len(x.byUser) != 0 {
+				t.Errorf("byUser = %v, want empty", x.byUser)
+			}
+		}},
+		{"game set survives while it has other members", func(t *testing.T, x *index, a, b, c *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, c, indexGameA)
+			x.remove("a")
+			if got := indexMembers(x, indexGameA); !slices.Equal(got, []string{"c"}) {
+				t.Errorf("game A members = %v, want [c]", got)
+			}
+		}},
+		{"game set dropped with its last member", func(t *testing.T, x *index, a, b, c *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, a, indexGameB)
+			indexJoin(t, x, c, indexGameB)
+			x.remove("a")
+			if _, ok := x.byGame[indexGameA]; ok {
+				t.Error("game A's empty set survived")
+			}
+			if x.members(indexGameA) != nil {
+				t.Error("members of an empty game is not nil")
+			}
+		}},
+		{"removing the oldest", func(t *testing.T, x *index, a, b, c *session) {
+			x.remove("a")
+			if got := indexIdleSIDs(x); !slices.Equal(got, []string{"b", "c"}) {
+				t.Errorf("idle list = %v, want [b c]", got)
+			}
+		}},
+		{"removing the middle", func(t *testing.T, x *index, a, b, c *session) {
+			x.remove("b")
+			if got := indexIdleSIDs(x); !slices.Equal(got, []string{"a", "c"}) {
+				t.Errorf("idle list = %v, want [a c]", got)
+			}
+		}},
+		{"removing the newest", func(t *testing.T, x *index, a, b, c *session) {
+			x.remove("c")
+			if got := indexIdleSIDs(x); !slices.Equal(got, []string{"a", "b"}) {
+				t.Errorf("idle list = %v, want [a b]", got)
+			}
+		}},
+		{"removing everyone empties every map", func(t *testing.T, x *index, a, b, c *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, b, indexGameA)
+			indexJoin(t, x, c, indexGameB)
+			for _, sid := range []string{"b", "a", "c"} {
+				x.remove(sid)
+				checkIndex(t, x)
+			}
+			if len(x.sessions)+len(x.byUser)+len(x.byGame) != 0 || x.oldest != nil || x.newest != nil {
+				t.Errorf("index not empty: %d sessions, %d users, %d games", len(x.sessions), len(x.byUser), len(x.byGame))
+			}
+		}},
+		{"removing twice is a no-op the second time", func(t *testing.T, x *index, a, b, c *session) {
+			x.remove("b")
+			if s, games := x.remove("b"); s != nil || games != nil {
+				t.Errorf("second remove = %v, %v, want nil, nil", s, games)
+			}
+		}},
+		{"removed session keeps no links and no games", func(t *testing.T, x *index, a, b, c *session) {
+			indexJoin(t, x, b, indexGameA)
+			x.remove("b")
+			if b.older != nil || b.newer != nil || b.games != nil {
+				t.Error("removed session still links into the index")
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, c := indexSession("a", indexUser(1)), indexSession("b", indexUser(1)), indexSession("c", nil)
+			x := indexOf(t, a, b, c)
+			tc.run(t, x, a, b, c)
+			checkIndex(t, x)
+		})
+	}
+}
+
+// TestIndexJoin checks join adds a membership once and reports whether it was new.
+func TestIndexJoin(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, x *index, a, b *session)
+	}{
+		{"first join is new", func(t *testing.T, x *index, a, b *session) {
+			if !x.join(a, indexGameA) {
+				t.Fatal("join returned false")
+			}
+			if !x.inGame(a, indexGameA) || !slices.Equal(indexMembers(x, indexGameA), []string{"a"}) {
+				t.Error("a is not a member of game A")
+			}
+		}},
+		{"second join is idempotent", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			if x.join(a, indexGameA) {
+				t.Error("second join returned true")
+			}
+			if len(a.games) != 1 || len(x.members(indexGameA)) != 1 {
+				t.Errorf("after two joins: %d games, %d members; want 1 and 1", len(a.games), len(x.members(indexGameA)))
+			}
+		}},
+		{"one session in two games", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, a, indexGameB)
+			if !x.inGame(a, indexGameA) || !x.inGame(a, indexGameB) || len(x.byGame) != 2 {
+				t.Error("a is not in both games")
+			}
+		}},
+		{"two sessions in one game", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, b, indexGameA)
+			if got := indexMembers(x, indexGameA); !slices.Equal(got, []string{"a", "b"}) {
+				t.Errorf("members = %v, want [a b]", got)
+			}
+		}},
+		{"join does not count as activity", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			if got := indexIdleSIDs(x); !slices.Equal(got, []string{"a", "b"}) {
+				t.Errorf("idle list = %v, want [a b]", got)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := indexSession("a", indexUser(1)), indexSession("b", nil)
+			x := indexOf(t, a, b)
+			tc.run(t, x, a, b)
+			checkIndex(t, x)
+		})
+	}
+}
+
+// TestIndexLeave checks leave ends a membership, reports whether there was
+// one, and drops sets it empties.
+func TestIndexLeave(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, x *index, a, b *session)
+	}{
+		{"unknown game returns false", func(t *testing.T, x *index, a, b *session) {
+			if x.leave(a, indexGameC) {
+				t.Error("leave of an unknown game returned true")
+			}
+			if a.games != nil || len(x.byGame) != 0 {
+				t.Error("leave of an unknown game changed the index")
+			}
+		}},
+		{"game only others joined returns false", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, b, indexGameA)
+			if x.leave(a, indexGameA) {
+				t.Error("leave of a game a never joined returned true")
+			}
+			if got := indexMembers(x, indexGameA); !slices.Equal(got, []string{"b"}) {
+				t.Errorf("members = %v, want [b]", got)
+			}
+		}},
+		{"leaving the only game", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			if !x.leave(a, indexGameA) {
+				t.Fatal("leave returned false")
+			}
+			if x.inGame(a, indexGameA) || a.games != nil {
+				t.Errorf("a.games = %v, want nil", a.games)
+			}
+			if _, ok := x.byGame[indexGameA]; ok {
+				t.Error("game A's empty set survived")
+			}
+		}},
+		{"leaving one of two games", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, a, indexGameB)
+			x.leave(a, indexGameA)
+			if x.inGame(a, indexGameA) || !x.inGame(a, indexGameB) {
+				t.Error("wrong game left")
+			}
+		}},
+		{"game set survives for other members", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, b, indexGameA)
+			x.leave(a, indexGameA)
+			if got := indexMembers(x, indexGameA); !slices.Equal(got, []string{"b"}) {
+				t.Errorf("members = %v, want [b]", got)
+			}
+		}},
+		{"second leave returns false", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			x.leave(a, indexGameA)
+			if x.leave(a, indexGameA) {
+				t.Error("second leave returned true")
+			}
+		}},
+		{"rejoin after leave is new", func(t *testing.T, x *index, a, b *session) {
+			indexJoin(t, x, a, indexGameA)
+			x.leave(a, indexGameA)
+			if !x.join(a, indexGameA) {
+				t.Error("rejoin returned false")
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := indexSession("a", indexUser(1)), indexSession("b", indexUser(2))
+			x := indexOf(t, a, b)
+			tc.run(t, x, a, b)
+			checkIndex(t, x)
+		})
+	}
+}
+
+// TestIndexTouch checks touch makes a session the newest, records the time
+// and clears its warning, wherever it was in the idle list.
+func TestIndexTouch(t *testing.T) {
+	cases := []struct {
+		name    string
+		touched string
+		want    []string
+	}{
+		{"oldest becomes newest", "a", []string{"b", "c", "a"}},
+		{"middle becomes newest", "b", []string{"a", "c", "b"}},
+		{"newest stays newest", "c", []string{"a", "b", "c"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			x := indexOf(t, indexSession("a", indexUser(1)), indexSession("b", nil), indexSession("c", indexUser(2)))
+			s := x.sessions[tc.touched]
+			s.warned = true
+			x.touch(s, indexAt(10))
+			if got := indexIdleSIDs(x); !slices.Equal(got, tc.want) {
+				t.Errorf("idle list = %v, want %v", got, tc.want)
+			}
+			if x.newest != s {
+				t.Errorf("newest = %q, want %q", x.newest.sid, s.sid)
+			}
+			if !s.lastActivity.Equal(indexAt(10)) {
+				t.Errorf("lastActivity = %v, want %v", s.lastActivity, indexAt(10))
+			}
+			if s.warned {
+				t.Error("warned survived the touch")
+			}
+			checkIndex(t, x)
+		})
+	}
+	t.Run("only session", func(t *testing.T) {
+		s := indexSession("a", nil)
+		x := indexOf(t, s)
+		s.warned = true
+		x.touch(s, indexAt(3))
+		if x.oldest != s || x.newest != s || s.warned || !s.lastActivity.Equal(indexAt(3)) {
+			t.Error("touch of the only session broke the list or kept the warning")
+		}
+		checkIndex(t, x)
+	})
+	t.Run("others keep their warning", func(t *testing.T) {
+		a, b := indexSession("a", nil), indexSession("b", nil)
+		x := indexOf(t, a, b)
+		a.warned, b.warned = true, true
+		x.touch(a, indexAt(5))
+		if !b.warned {
+			t.Error("touching a cleared b's warning")
+		}
+		checkIndex(t, x)
+	})
+}
+
+// TestIndexIdle checks idle visits sessions oldest first, stops when told, and
+// lets fn remove the session it is given.
+func TestIndexIdle(t *testing.T) {
+	cases := []struct {
+		name    string
+		setup   func(x *index)                  // after a, b, c, d were added in that order
+		fn      func(x *index, s *session) bool // called for each visit
+		visits  []string
+		remains []string // idle list afterwards
+	}{
+		{
+			name:    "oldest first",
+			fn:      func(*index, *session) bool { return true },
+			visits:  []string{"a", "b", "c", "d"},
+			remains: []string{"a", "b", "c", "d"},
+		},
+		{
+			name:    "order follows touches",
+			setup:   func(x *index) { x.touch(x.sessions["b"], indexAt(10)); x.touch(x.sessions["a"], indexAt(11)) },
+			fn:      func(*index, *session) bool { return true },
+			visits:  []string{"c", "d", "b", "a"},
+			remains: []string{"c", "d", "b", "a"},
+		},
+		{
+			name:    "stops when fn returns false",
+			fn:      func(_ *index, s *session) bool { return s.sid != "b" },
+			visits:  []string{"a", "b"},
+			remains: []string{"a", "b", "c", "d"},
+		},
+		{
+			name:    "fn removes every session it is given",
+			fn:      func(x *index, s *session) bool { x.remove(s.sid); return true },
+			visits:  []string{"a", "b", "c", "d"},
+			remains: nil,
+		},
+		{
+			name: "fn removes some sessions it is given",
+			fn: func(x *index, s *session) bool {
+				if s.sid == "a" || s.sid == "c" {
+					x.remove(s.sid)
+				}
+				return true
+			},
+			visits:  []string{"a", "b", "c", "d"},
+			remains: []string{"b", "d"},
+		},
+		{
+			name:    "fn removes the session then stops",
+			fn:      func(x *index, s *session) bool { x.remove(s.sid); return s.sid != "b" },
+			visits:  []string{"a", "b"},
+			remains: []string{"c", "d"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			x := indexOf(t, indexSession("a", indexUser(1)), indexSession("b", nil), indexSession("c", indexUser(1)), indexSession("d", nil))
+			indexJoin(t, x, x.sessions["a"], indexGameA)
+			indexJoin(t, x, x.sessions["c"], indexGameA)
+			if tc.setup != nil {
+				tc.setup(x)
+			}
+			var visits []string
+			x.idle(func(s *session) bool {
+				visits = append(visits, s.sid)
+				return tc.fn(x, s)
+			})
+			if !slices.Equal(visits, tc.visits) {
+				t.Errorf("visits = %v, want %v", visits, tc.visits)
+			}
+			if got := indexIdleSIDs(x); !slices.Equal(got, tc.remains) {
+				t.Errorf("idle list afterwards = %v, want %v", got, tc.remains)
+			}
+			checkIndex(t, x)
+		})
+	}
+	t.Run("empty index calls nothing", func(t *testing.T) {
+		x := newIndex()
+		x.idle(func(s *session) bool {
+			t.Errorf("fn called with %q on an empty index", s.sid)
+			return true
+		})
+	})
+}
+
+// TestIndexAnonymous checks anonymous sessions never enter byUser, whatever
+// happens to them, while they take part in games like any other.
+func TestIndexAnonymous(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, x *index, anon1, anon2, user *session)
+	}{
+		{"after add", func(t *testing.T, x *index, anon1, anon2, user *session) {}},
+		{"after join and touch", func(t *testing.T, x *index, anon1, anon2, user *session) {
+			indexJoin(t, x, anon1, indexGameA)
+			indexJoin(t, x, anon2, indexGameA)
+			x.touch(anon1, indexAt(10))
+			if got := indexMembers(x, indexGameA); !slices.Equal(got, []string{"anon1", "anon2"}) {
+				t.Errorf("members = %v, want both anonymous sessions", got)
+			}
+		}},
+		{"after leave", func(t *testing.T, x *index, anon1, anon2, user *session) {
+			indexJoin(t, x, anon1, indexGameA)
+			x.leave(anon1, indexGameA)
+		}},
+		{"after removing the user session", func(t *testing.T, x *index, anon1, anon2, user *session) {
+			x.remove("user")
+		}},
+		{"after removing an anonymous session", func(t *testing.T, x *index, anon1, anon2, user *session) {
+			indexJoin(t, x, anon2, indexGameA)
+			if s, games := x.remove("anon2"); s != anon2 || len(games) != 1 {
+				t.Errorf("remove = %v, %v, want anon2 and one game", s, games)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			anon1, anon2, user := indexSession("anon1", nil), indexSession("anon2", nil), indexSession("user", indexUser(9))
+			x := indexOf(t, anon1, anon2, user)
+			tc.run(t, x, anon1, anon2, user)
+			for id, set := range x.byUser {
+				for s := range set {
+					if s.userID == nil {
+						t.Errorf("anonymous session %q is in user %d's set", s.sid, id)
+					}
+				}
+			}
+			wantUsers := 0
+			if _, live := x.sessions["user"]; live {
+				wantUsers = 1
+			}
+			if len(x.byUser) != wantUsers {
+				t.Errorf("byUser holds %d users, want %d (only user 9, while its session lives)", len(x.byUser), wantUsers)
+			}
+			checkIndex(t, x)
+		})
+	}
+}
+
+// indexTBRecorder is a testing.TB that records errors instead of failing, so
+// TestCheckIndexCatches can show checkIndex notices each broken invariant.
+// It overrides the methods checkIndex calls; anything else reaches the real test.
+type indexTBRecorder struct {
+	testing.TB
+	errs []string
+}
+
+// Helper does nothing: the recorder reports no lines.
+func (r *indexTBRecorder) Helper() {}
+
+// Errorf records one failure.
+func (r *indexTBRecorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// TestCheckIndexCatches checks checkIndex accepts a valid index and reports
+// each way of breaking one invariant, so its silence elsewhere means something.
+func TestCheckIndexCatches(t *testing.T) {
+	cases := []struct {
+		name    string
+		corrupt func(x *index, a, b, c *session)
+	}{
+		{"nothing broken", nil},
+		{"sessions key is not the sid", func(x *index, a, b, c *session) { delete(x.sessions, "a"); x.sessions["z"] = a }},
+		{"session missing from its user set", func(x *index, a, b, c *session) { delete(x.byUser[1], b) }},
+		{"user set holds a stranger", func(x *index, a, b, c *session) {
+			x.byUser[1][indexSession("stranger", indexUser(1))] = struct{}{}
+		}},
+		{"anonymous session in a user set", func(x *index, a, b, c *session) { x.byUser[5] = map[*session]struct{}{c: {}} }},
+		{"session under another user", func(x *index, a, b, c *session) {
+			delete(x.byUser[1], b)
+			x.byUser[2] = map[*session]struct{}{b: {}}
+		}},
+		{"empty user set", func(x *index, a, b, c *session) { x.byUser[3] = map[*session]struct{}{} }},
+		{"empty game set", func(x *index, a, b, c *session) { x.byGame[indexGameC] = map[*session]struct{}{} }},
+		{"session missing from a game set", func(x *index, a, b, c *session) { delete(x.byGame[indexGameB], a) }},
+		{"game set holds a session not in the game", func(x *index, a, b, c *session) { x.byGame[indexGameB][c] = struct{}{} }},
+		{"game set holds a stranger", func(x *index, a, b, c *session) {
+			s := indexSession("stranger", nil)
+			s.games = map[uuid.UUID]struct{}{indexGameA: {}}
+			x.byGame[indexGameA][s] = struct{}{}
+		}},
+		{"empty non-nil games set", func(x *index, a, b, c *session) { c.games = map[uuid.UUID]struct{}{} }},
+		{"session missing from the idle list", func(x *index, a, b, c *session) { x.unlink(b) }},
+		{"idle list holds a stranger", func(x *index, a, b, c *session) {
+			s := indexSession("stranger", nil)
+			s.lastActivity = indexAt(100)
+			x.pushNewest(s)
+		}},
+		{"idle list out of order", func(x *index, a, b, c *session) { a.lastActivity = indexAt(100) }},
+		{"broken older link", func(x *index, a, b, c *session) { c.older = a }},
+		{"newest is not the last", func(x *index, a, b, c *session) { x.newest = b }},
+		{"oldest is not the first", func(x *index, a, b, c *session) { x.oldest = b }},
+		{"cycle in the idle list", func(x *index, a, b, c *session) { c.newer = a }},
+		{"cycle walking back", func(x *index, a, b, c *session) { a.older = c }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b, c := indexSession("a", indexUser(1)), indexSession("b", indexUser(1)), indexSession("c", nil)
+			x := indexOf(t, a, b, c)
+			indexJoin(t, x, a, indexGameA)
+			indexJoin(t, x, a, indexGameB)
+			indexJoin(t, x, b, indexGameA)
+			if tc.corrupt != nil {
+				tc.corrupt(x, a, b, c)
+			}
+			rec := &indexTBRecorder{TB: t}
+			checkIndex(rec, x)
+			if broken := tc.corrupt != nil; broken != (len(rec.errs) > 0) {
+				t.Errorf("broken=%v but checkIndex reported %d errors: %v", broken, len(rec.errs), rec.errs)
+			}
+		})
+	}
+}
