@@ -1,7 +1,9 @@
 package main
 
 import (
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -92,6 +94,13 @@ func newHub(cfg hubConfig, inboxSize int) *hub {
 
 // send hands m to the hub, or reports false once the hub has stopped.
 func (h *hub) send(m hubMsg) bool {
+	// Checked alone first: once the hub is gone its buffered inbox would still
+	// take messages, and a two-way select picks at random.
+	select {
+	case <-h.done:
+		return false
+	default:
+	}
 	select {
 	case h.inbox <- m:
 		return true
@@ -223,6 +232,8 @@ func (h *hub) join(s *session, m commandMsg) {
 			members = append(members, member{SID: other.sid, UserID: other.userID})
 		}
 	}
+	// Sorted so that a repeated join gets the very same reply.
+	slices.SortFunc(members[1:], func(a, b member) int { return strings.Compare(a.SID, b.SID) })
 	h.deliver(s, encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Members: members}))
 	if fresh {
 		h.broadcast(game, s, m.others)
