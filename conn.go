@@ -130,7 +130,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 // It decodes and rate-limits here, so the hub receives only valid, typed commands.
 func (s *server) readLoop(c *conn) closeReason {
 	limiter := rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
-	var limitedSince time.Time // zero while the client stays within its rate
+	var flood floodTracker
 	for {
 		typ, msg, err := c.ws.Read(context.Background())
 		if err != nil {
@@ -141,10 +141,7 @@ func (s *server) readLoop(c *conn) closeReason {
 		}
 		cmd, perr := decode(msg)
 		if !limiter.Allow() {
-			now := time.Now()
-			if limitedSince.IsZero() {
-				limitedSince = now
-			} else if now.Sub(limitedSince) > s.cfg.rateLimitGrace {
+			if flood.refused(time.Now(), s.cfg.rateLimitGrace) {
 				return reasonFlood
 			}
 			id := cmd.id
@@ -154,7 +151,6 @@ func (s *server) readLoop(c *conn) closeReason {
 			c.queue(encodeError(&protoError{code: codeRateLimited, id: id, message: "too many messages; slow down"}))
 			continue
 		}
-		limitedSince = time.Time{}
 		if perr != nil {
 			c.queue(encodeError(perr))
 			continue
@@ -168,6 +164,28 @@ func (s *server) readLoop(c *conn) closeReason {
 		default:
 		}
 	}
+}
+
+// floodGap is how long a client must go without a refused message for its
+// rate limiting to count as over. A client that sends a little too fast is
+// refused now and then, with gaps; a flood is refused without a break.
+const floodGap = time.Second
+
+// floodTracker tells a client that is rate limited now and then from one that
+// is rate limited continuously, which the contract ends after a grace period.
+type floodTracker struct {
+	since       time.Time // first refusal of the current run; zero when none
+	lastRefusal time.Time
+}
+
+// refused records a refused message at now and reports whether the run of
+// refusals has lasted longer than grace.
+func (f *floodTracker) refused(now time.Time, grace time.Duration) bool {
+	if f.since.IsZero() || now.Sub(f.lastRefusal) > floodGap {
+		f.since = now
+	}
+	f.lastRefusal = now
+	return now.Sub(f.since) > grace
 }
 
 // prepare encodes, outside the hub, every frame a command can produce that
