@@ -3,12 +3,16 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"runtime"
 )
 
 // connectionsReport is the body of /health/connections.
 type connectionsReport struct {
 	Status string `json:"status"`
 	stats
+	// Goroutines lets an operator (and the soak test) see that nothing
+	// outlives its connection: at rest it returns to the same baseline.
+	Goroutines int `json:"goroutines"`
 }
 
 // serveConnections answers /health/connections from a snapshot the hub makes
@@ -19,7 +23,7 @@ func (s *server) serveConnections(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting_down"})
 		return
 	}
-	writeJSON(w, http.StatusOK, connectionsReport{Status: "healthy", stats: st})
+	writeJSON(w, http.StatusOK, connectionsReport{Status: "healthy", stats: st, Goroutines: runtime.NumGoroutine()})
 }
 
 // serveReady answers /healthz and /readyz: 200 while serving, 503 from the
