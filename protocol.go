@@ -134,11 +134,78 @@ type gameData struct {
 // client must be told about. It is a pure function so it can be fuzzed and
 // run in the reader goroutine, keeping JSON work out of the hub.
 func decode(msg []byte) (command, *protoError) {
+	if cmd, ok := decodeFast(msg); ok {
+		return cmd, nil
+	}
+	return decodeStrict(msg)
+}
+
+// fastFrame is the shape of a well-formed game frame, typed throughout so a
+// valid frame is decoded in one pass.
+type fastFrame struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	Data struct {
+		GameID   string          `json:"game_id"`
+		Decision json.RawMessage `json:"decision"`
+		Dice     []int           `json:"dice"`
+	} `json:"data"`
+}
+
+// decodeFast decodes a frame in one pass when it is entirely valid, and
+// reports false at the first doubt, leaving the precise diagnosis to
+// decodeStrict. Valid frames are the hot path; errors can afford two passes.
+func decodeFast(msg []byte) (command, bool) {
+	if !utf8.Valid(msg) {
+		return command{}, false
+	}
+	var f fastFrame
+	if json.Unmarshal(msg, &f) != nil || !isObjectText(msg) || utf8.RuneCountInString(f.ID) > maxIDLen {
+		return command{}, false
+	}
+	kind, ok := clientTypes[f.Type]
+	if !ok {
+		return command{}, false
+	}
+	cmd := command{kind: kind, id: f.ID}
+	if kind == cmdHeartbeat {
+		return cmd, true
+	}
+	game, err := parseGameID(f.Data.GameID)
+	if err != nil {
+		return command{}, false
+	}
+	cmd.game = game
+	switch kind {
+	case cmdDefensive, cmdOffensive:
+		if !isObject(f.Data.Decision) {
+			return command{}, false
+		}
+		cmd.decision = f.Data.Decision
+	case cmdRoll:
+		cmd.dice = f.Data.Dice
+		if cmd.dice == nil {
+			cmd.dice = defaultDice
+		} else if checkDice(cmd.dice) != "" {
+			return command{}, false
+		}
+	}
+	return cmd, true
+}
+
+// isObjectText reports whether a JSON text's first token opens an object.
+func isObjectText(msg []byte) bool {
+	trimmed := bytes.TrimLeft(msg, " \t\r\n")
+	return len(trimmed) > 0 && trimmed[0] == '{'
+}
+
+// decodeStrict decodes a frame field by field so that every mistake gets its
+// own error code and message.
+func decodeStrict(msg []byte) (command, *protoError) {
 	if !utf8.Valid(msg) {
 		return command{}, &protoError{code: codeInvalidJSON, message: "frame is not valid UTF-8"}
 	}
-	trimmed := bytes.TrimLeft(msg, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
+	if !isObjectText(msg) {
 		return command{}, &protoError{code: codeInvalidJSON, message: "frame must be one JSON object"}
 	}
 	var env envelope
@@ -387,10 +454,26 @@ func encodeEvent(cmd command, sid string, userID *int64, results []int) (self, o
 	} else {
 		data = decisionData{GameID: game, SID: sid, UserID: userID, Decision: cmd.decision}
 	}
-	typ := eventTypes[cmd.kind]
-	others = encode(typ, "", data)
-	if cmd.id == "" {
-		return others, others
+	others = encode(eventTypes[cmd.kind], "", data)
+	return withID(others, cmd.id), others
+}
+
+// withID returns frame, encoded without an id, with id added after its type:
+// a reply and the copies for everyone else share one serialisation of the data.
+func withID(frame []byte, id string) []byte {
+	if id == "" {
+		return frame
 	}
-	return encode(typ, cmd.id, data), others
+	quoted, err := json.Marshal(id)
+	if err != nil {
+		panic("encode id: " + err.Error()) // a Go string always marshals
+	}
+	// frame is {"type":"<name>","data":...}; the type's closing quote is the
+	// first `",` since type names hold no quotes or commas.
+	cut := bytes.Index(frame, []byte(`",`)) + 1
+	out := make([]byte, 0, len(frame)+len(quoted)+6)
+	out = append(out, frame[:cut]...)
+	out = append(out, `,"id":`...)
+	out = append(out, quoted...)
+	return append(out, frame[cut:]...)
 }
