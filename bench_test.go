@@ -43,7 +43,7 @@ func newBenchHub(b *testing.B, n int, cfg hubConfig, now time.Time) *benchHub {
 	b.Helper()
 	bh := &benchHub{h: newHub(cfg, 1)}
 	for i := range n {
-		c := &conn{sid: fmt.Sprintf("s%07d", i), out: make(chan []byte, 8), quit: make(chan struct{})}
+		c := &conn{sid: fmt.Sprintf("s%07d", i), out: newSendQueue(8), quit: make(chan struct{})}
 		bh.conns = append(bh.conns, c)
 		if !bh.h.idx.add(newSession(c), now) {
 			b.Fatal("duplicate sid")
@@ -55,8 +55,8 @@ func newBenchHub(b *testing.B, n int, cfg hubConfig, now time.Time) *benchHub {
 // drain empties every member's queue so that nobody becomes a slow consumer.
 func (bh *benchHub) drain(conns []*conn) {
 	for _, c := range conns {
-		for len(c.out) > 0 {
-			<-c.out
+		for c.out.len() > 0 {
+			c.out.next()
 		}
 	}
 }

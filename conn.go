@@ -31,9 +31,8 @@ type conn struct {
 	remote      string
 	connectedAt time.Time
 
-	// never closed: the hub and the reader queue frames with non-blocking sends,
-	// and only the writer receives.
-	out chan []byte
+	// the hub and the reader push frames without waiting; only the writer pops.
+	out *sendQueue
 
 	// closed once by stop; reason is written before and read only after.
 	quit     chan struct{}
@@ -52,9 +51,7 @@ func (c *conn) stop(r closeReason) {
 // queue hands frame to the writer without waiting. A full queue means the
 // client is not keeping up, and it is ended as a slow consumer.
 func (c *conn) queue(frame []byte) {
-	select {
-	case c.out <- frame:
-	default:
+	if !c.out.push(frame) {
 		c.stop(reasonSlow)
 	}
 }
@@ -96,15 +93,15 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c := &conn{
 		ws: ws, raw: hj.conn, sid: rand.Text(), userID: userID, remote: r.RemoteAddr,
 		connectedAt: time.Now(),
-		out:         make(chan []byte, s.cfg.SendQueueSize),
+		out:         newSendQueue(s.cfg.SendQueueSize),
 		quit:        make(chan struct{}),
 	}
 	// The session frame goes in first, before the hub or the reader can queue anything.
-	c.out <- encode("session", "", sessionData{
+	c.out.push(encode("session", "", sessionData{
 		SID: c.sid, UserID: userID,
 		PingIntervalMS:   s.cfg.PingInterval.Milliseconds(),
 		SessionTimeoutMS: s.cfg.SessionTimeout.Milliseconds(),
-	})
+	}))
 	// Past the shutdown budget, close handshakes still waiting on frozen peers are cut.
 	stopHard := context.AfterFunc(s.hardStop, func() { _ = c.raw.Close() })
 	defer stopHard()
@@ -224,10 +221,8 @@ func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
 	var pingDone chan struct{} // nil while no ping waits for its pong
 	for {
 		select {
-		case frame := <-c.out:
-			if err := c.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
-				c.stop(reasonDisconnected)
-			}
+		case <-c.out.ready:
+			c.writeQueued()
 		case <-ticker.C:
 			// One ping at a time: a peer that has not answered the last one
 			// is already on its way out.
@@ -243,6 +238,31 @@ func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
 				<-pingDone
 			}
 			return
+		}
+	}
+}
+
+// writeBatch bounds the frames written per wake-up, so that a queue that
+// keeps refilling cannot hold off the ping schedule or the quit signal.
+const writeBatch = 64
+
+// writeQueued writes up to writeBatch queued frames, and asks to be woken
+// again when frames remain.
+func (c *conn) writeQueued() {
+	for range writeBatch {
+		frame, ok := c.out.pop()
+		if !ok {
+			return
+		}
+		if err := c.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
+			c.stop(reasonDisconnected)
+			return
+		}
+	}
+	if c.out.len() > 0 {
+		select {
+		case c.out.ready <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -443,7 +443,7 @@ func (m *fzHubModel) deliver(fc *fzConn, frame []byte) {
 	switch {
 	case !fc.tiny:
 		fc.want = append(fc.want, fzCanon(frame))
-	case fc.queued < cap(fc.c.out):
+	case fc.queued < fc.c.out.limit:
 		fc.queued++
 	default:
 		m.slow = append(m.slow, fc)
@@ -677,7 +677,7 @@ func (r *fzHubRun) register() {
 	if fc.tiny {
 		capacity = 1 + int(b>>5)%2
 	}
-	fc.c = &conn{sid: fmt.Sprintf("fz%02d", len(r.m.conns)), userID: user, out: make(chan []byte, capacity), quit: make(chan struct{})}
+	fc.c = &conn{sid: fmt.Sprintf("fz%02d", len(r.m.conns)), userID: user, out: newSendQueue(capacity), quit: make(chan struct{})}
 	r.action = fmt.Sprintf("register %s (user %v, queue %d)", fc.c.sid, b%4, capacity)
 	reply := make(chan bool, 1)
 	r.handle(registerMsg{c: fc.c, reply: reply})
@@ -695,7 +695,7 @@ func (r *fzHubRun) registerTaken() {
 		r.action = "register taken skipped: no live conn picked"
 		return
 	}
-	c := &conn{sid: fc.c.sid, out: make(chan []byte, 1), quit: make(chan struct{})}
+	c := &conn{sid: fc.c.sid, out: newSendQueue(1), quit: make(chan struct{})}
 	r.action = "register a second conn as " + c.sid
 	reply := make(chan bool, 1)
 	r.handle(registerMsg{c: c, reply: reply})
@@ -831,7 +831,7 @@ func (r *fzHubRun) check() {
 		r.checkConn(fc)
 	}
 	for _, c := range r.refused {
-		if fzStopped(c) || len(c.out) != 0 || h.idx.sessions[c.sid] != nil && h.idx.sessions[c.sid].conn == c {
+		if fzStopped(c) || c.out.len() != 0 || h.idx.sessions[c.sid] != nil && h.idx.sessions[c.sid].conn == c {
 			t.Errorf("refused conn %s was stopped, sent frames or holds a session", c.sid)
 		}
 	}
@@ -869,17 +869,17 @@ func (r *fzHubRun) checkConn(fc *fzConn) {
 	if fc.tiny {
 		switch {
 		case fresh:
-			fc.frozen = len(fc.c.out)
-		case !fc.live && len(fc.c.out) != fc.frozen:
+			fc.frozen = fc.c.out.len()
+		case !fc.live && fc.c.out.len() != fc.frozen:
 			t.Errorf("conn %s got frames after it was stopped", sid)
-		case fc.live && len(fc.c.out) != fc.queued:
-			t.Errorf("tiny conn %s holds %d frames, model %d", sid, len(fc.c.out), fc.queued)
+		case fc.live && fc.c.out.len() != fc.queued:
+			t.Errorf("tiny conn %s holds %d frames, model %d", sid, fc.c.out.len(), fc.queued)
 		}
 		return
 	}
 	var got []string
-	for len(fc.c.out) > 0 {
-		got = append(got, fzCanon(<-fc.c.out))
+	for fc.c.out.len() > 0 {
+		got = append(got, fzCanon(fc.c.out.next()))
 	}
 	want := fc.want
 	fc.want = nil

@@ -248,9 +248,7 @@ func notInGame(cmd command) []byte {
 // deliver queues frame for s without waiting. A frame that does not fit marks
 // s as a slow consumer, to be dropped after the current fan-out.
 func (h *hub) deliver(s *session, frame []byte) {
-	select {
-	case s.conn.out <- frame:
-	default:
+	if !s.conn.out.push(frame) {
 		h.slow = append(h.slow, s)
 	}
 }

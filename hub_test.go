@@ -42,7 +42,7 @@ func hubUser(n int64) *int64 { return &n }
 // fakeHubConn is a conn with no socket, as the hub sees one. capacity is the
 // size of its outbound queue.
 func fakeHubConn(sid string, userID *int64, capacity int) *conn {
-	return &conn{sid: sid, userID: userID, out: make(chan []byte, capacity), quit: make(chan struct{}), connectedAt: time.Now()}
+	return &conn{sid: sid, userID: userID, out: newSendQueue(capacity), quit: make(chan struct{}), connectedAt: time.Now()}
 }
 
 // startTestHub runs a hub in the current bubble and stops it when the test ends.
@@ -200,16 +200,15 @@ func takeQueued(t *testing.T, c *conn) []frame {
 	t.Helper()
 	var fs []frame
 	for {
-		select {
-		case b := <-c.out:
-			var f frame
-			if err := json.Unmarshal(b, &f); err != nil {
-				t.Fatalf("conn %s got a frame that is not JSON: %q", c.sid, b)
-			}
-			fs = append(fs, f)
-		default:
+		b, ok := c.out.pop()
+		if !ok {
 			return fs
 		}
+		var f frame
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatalf("conn %s got a frame that is not JSON: %q", c.sid, b)
+		}
+		fs = append(fs, f)
 	}
 }
 
@@ -426,10 +425,10 @@ func TestHubJoinIdempotent(t *testing.T) {
 		hubRegister(t, h, a, b)
 		hubTell(t, h, joinCmd(a, hubGame, ""), joinCmd(b, hubGame, "j"))
 		takeQueued(t, a)
-		first := <-b.out
+		first := b.out.next()
 
 		hubTell(t, h, joinCmd(b, hubGame, "j"))
-		again := <-b.out
+		again := b.out.next()
 		if string(again) != string(first) {
 			t.Errorf("second join replied %s, want the same reply as the first: %s", again, first)
 		}
@@ -704,8 +703,8 @@ func TestHubSlowConsumer(t *testing.T) {
 			joinCmd(slow, hubGame2, ""), joinCmd(c, hubGame2, ""))
 		takeQueued(t, a)
 		takeQueued(t, c)
-		for len(slow.out) < cap(slow.out) {
-			slow.out <- []byte(`{"type":"filler"}`)
+		for slow.out.len() < slow.out.limit {
+			slow.out.push([]byte(`{"type":"filler"}`))
 		}
 
 		hubTell(t, h, actionCmd(a, cmdRoll, hubGame, "r0", 0))
@@ -728,8 +727,8 @@ func TestHubSlowConsumer(t *testing.T) {
 		}
 
 		// The others keep receiving everything; the stopped conn gets nothing more.
-		for len(slow.out) > 0 {
-			<-slow.out
+		for slow.out.len() > 0 {
+			slow.out.next()
 		}
 		for n := 1; n <= 100; n++ {
 			hubTell(t, h, actionCmd(a, cmdDefensive, hubGame, "", n))
@@ -787,8 +786,8 @@ func TestHubSlowCascade(t *testing.T) {
 		takeQueued(t, a)
 		takeQueued(t, c)
 		for _, x := range []*conn{b, d} {
-			for len(x.out) < cap(x.out) {
-				x.out <- []byte(`{"type":"filler"}`)
+			for x.out.len() < x.out.limit {
+				x.out.push([]byte(`{"type":"filler"}`))
 			}
 		}
 
@@ -1181,7 +1180,7 @@ func (m *propModel) deliver(pc *propConn, frame []byte) {
 		pc.want = append(pc.want, canonHubFrame(frame))
 		return
 	}
-	if pc.queued < cap(pc.c.out) {
+	if pc.queued < pc.c.out.limit {
 		pc.queued++
 		return
 	}
@@ -1526,7 +1525,7 @@ func (p *hubProp) check() {
 		p.checkConn(pc)
 	}
 	for _, c := range p.refused {
-		if connStopped(c) || len(c.out) != 0 {
+		if connStopped(c) || c.out.len() != 0 {
 			t.Errorf("refused conn %s was stopped or sent frames", c.sid)
 		}
 	}
@@ -1553,17 +1552,17 @@ func (p *hubProp) checkConn(pc *propConn) {
 	if pc.tiny {
 		switch {
 		case fresh:
-			pc.frozen = len(pc.c.out)
-		case pc.ended && len(pc.c.out) != pc.frozen:
+			pc.frozen = pc.c.out.len()
+		case pc.ended && pc.c.out.len() != pc.frozen:
 			t.Errorf("conn %s got frames after it was stopped", sid)
-		case !pc.ended && len(pc.c.out) != pc.queued:
-			t.Errorf("tiny conn %s holds %d frames, model %d", sid, len(pc.c.out), pc.queued)
+		case !pc.ended && pc.c.out.len() != pc.queued:
+			t.Errorf("tiny conn %s holds %d frames, model %d", sid, pc.c.out.len(), pc.queued)
 		}
 		return
 	}
 	var got []string
-	for len(pc.c.out) > 0 {
-		got = append(got, canonHubFrame(<-pc.c.out))
+	for pc.c.out.len() > 0 {
+		got = append(got, canonHubFrame(pc.c.out.next()))
 	}
 	want := pc.want
 	pc.want = nil
