@@ -56,9 +56,11 @@ func (c *conn) queue(frame []byte) {
 	}
 }
 
-// serveWS is the /ws handler. Its goroutine owns the conn's life: it is the
-// reader, it starts the writer, and it returns only after the writer (and any
-// ping in flight) has, telling the hub last.
+// serveWS is the /ws handler: it checks the handshake, accepts, registers the
+// session with the hub, and hands the conn to serveConn on a goroutine of its
+// own. Returning right away lets net/http drop everything it kept for the
+// request (its goroutine's deep stack, the request and response), which an
+// idle connection would otherwise carry for its whole life.
 func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Counted before Accept, so once the HTTP server's Shutdown returns no
 	// conn can appear that shutdown would miss.
@@ -77,17 +79,27 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.slots != nil {
 		select {
 		case s.slots <- struct{}{}:
-			defer func() { <-s.slots }()
 		default:
 			http.Error(w, "too many sessions", http.StatusServiceUnavailable)
 			return
 		}
 	}
+	c, ok := s.accept(w, r, userID)
+	if !ok {
+		s.releaseSlot()
+		return
+	}
+	s.handlers.Add(1) // while this handler's own count is held, so Wait cannot miss it
+	go s.serveConn(c)
+}
+
+// accept upgrades the request, sends the session frame and registers the session.
+func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (*conn, bool) {
 	hj := &hijackRecorder{ResponseWriter: w}
 	ws, err := websocket.Accept(hj, r, &s.acceptOpts)
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused")
-		return // Accept has written the status
+		return nil, false // Accept has written the status
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	c := &conn{
@@ -96,19 +108,37 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		out:         newSendQueue(s.cfg.SendQueueSize),
 		quit:        make(chan struct{}),
 	}
-	// The session frame goes in first, before the hub or the reader can queue anything.
-	c.out.push(encode("session", "", sessionData{
+	// The session frame is written here, before the reader and writer exist,
+	// so it is first on the wire and the writer starts with a small stack
+	// that an idle connection never grows. It fits any socket buffer, so the
+	// write does not wait on the peer; the deadline is for a broken one.
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PingTimeout)
+	err = ws.Write(ctx, websocket.MessageText, encode("session", "", sessionData{
 		SID: c.sid, UserID: userID,
 		PingIntervalMS:   s.cfg.PingInterval.Milliseconds(),
 		SessionTimeoutMS: s.cfg.SessionTimeout.Milliseconds(),
 	}))
+	cancel()
+	if err != nil {
+		_ = ws.CloseNow()
+		return nil, false
+	}
+	if !s.hub.register(c) {
+		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
+		return nil, false
+	}
+	return c, true
+}
+
+// serveConn owns a registered conn's life: it is the reader, it starts the
+// writer, and it returns only after the writer (and any ping in flight) has,
+// telling the hub last.
+func (s *server) serveConn(c *conn) {
+	defer s.handlers.Done()
+	defer s.releaseSlot()
 	// Past the shutdown budget, close handshakes still waiting on frozen peers are cut.
 	stopHard := context.AfterFunc(s.hardStop, func() { _ = c.raw.Close() })
 	defer stopHard()
-	if !s.hub.register(c) {
-		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
-		return
-	}
 
 	writerDone := make(chan struct{})
 	go func() {
@@ -118,9 +148,16 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.stop(s.readLoop(c))
 	<-writerDone
 	s.hub.send(unregisterMsg{sid: c.sid, reason: c.reason})
-	s.log.Info().Str("sid", c.sid).Any("user_id", userID).Str("remote", c.remote).
+	s.log.Info().Str("sid", c.sid).Any("user_id", c.userID).Str("remote", c.remote).
 		Str("reason", c.reason.presence).Int("code", int(c.reason.code)).
 		Dur("duration", time.Since(c.connectedAt)).Msg("connection ended")
+}
+
+// releaseSlot gives back a MAX_SESSIONS slot taken by serveWS.
+func (s *server) releaseSlot() {
+	if s.slots != nil {
+		<-s.slots
+	}
 }
 
 // readLoop reads client messages until the conn ends, and returns why it ended.

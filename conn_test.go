@@ -1159,7 +1159,7 @@ func TestZeroSessionTimeoutNeverExpires(t *testing.T) {
 	e2eJoinAll(t, game, a)
 	sa := a.e2eRead()
 	sa.quiet(40 * cfg.ExpiryCheckInterval) // 800 ms: 40 sweeps that must all find nothing to do
-	if pings.n.Load() < 3 { // 40 are due; a loaded machine delays some
+	if pings.n.Load() < 3 {                // 40 are due; a loaded machine delays some
 		t.Fatalf("only %d pings during the window", pings.n.Load())
 	}
 	sa.alive(false)
