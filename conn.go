@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -259,7 +260,7 @@ func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
 	for {
 		select {
 		case <-c.out.ready:
-			c.writeQueued()
+			c.writeQueued(pingTimeout)
 		case <-ticker.C:
 			// One ping at a time: a peer that has not answered the last one
 			// is already on its way out.
@@ -270,7 +271,7 @@ func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
 		case <-pingDone:
 			pingDone = nil
 		case <-c.quit:
-			c.close()
+			c.close(pingTimeout)
 			if pingDone != nil {
 				<-pingDone
 			}
@@ -284,15 +285,19 @@ func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
 const writeBatch = 64
 
 // writeQueued writes up to writeBatch queued frames, and asks to be woken
-// again when frames remain.
-func (c *conn) writeQueued() {
+// again when frames remain. A peer that accepts no data for timeout is as dead
+// as one that answers no ping: the write deadline keeps a full socket from
+// holding the writer (and so the ping schedule and the close) forever.
+func (c *conn) writeQueued(timeout time.Duration) {
+	_ = c.raw.SetWriteDeadline(time.Now().Add(timeout))
+	defer func() { _ = c.raw.SetWriteDeadline(time.Time{}) }()
 	for range writeBatch {
 		frame, ok := c.out.pop()
 		if !ok {
 			return
 		}
 		if err := c.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
-			c.stop(reasonDisconnected)
+			c.stop(writeErrorReason(err))
 			return
 		}
 	}
@@ -302,6 +307,14 @@ func (c *conn) writeQueued() {
 		default:
 		}
 	}
+}
+
+// writeErrorReason maps the error that ended a write to the conn's close reason.
+func writeErrorReason(err error) closeReason {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return reasonTimeout
+	}
+	return reasonDisconnected
 }
 
 // ping sends one ping and waits up to timeout for its pong. A missing pong
@@ -319,11 +332,14 @@ func (c *conn) ping(timeout time.Duration, done chan struct{}) {
 
 // close performs the single close handshake for the conn's reason, or drops
 // the socket when the peer is presumed dead.
-func (c *conn) close() {
+func (c *conn) close(timeout time.Duration) {
 	if !c.reason.sendsClose {
 		_ = c.ws.CloseNow()
 		return
 	}
+	// The handshake gets timeout, not the library's own 5 s + 5 s: a peer
+	// that neither reads nor answers is cut like one that misses a pong.
+	_ = c.raw.SetDeadline(time.Now().Add(timeout))
 	_ = c.ws.Close(c.reason.code, c.reason.text)
 }
 
