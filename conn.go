@@ -109,10 +109,16 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (
 		out:         newSendQueue(s.cfg.SendQueueSize),
 		quit:        make(chan struct{}),
 	}
-	// The session frame is written here, before the reader and writer exist,
-	// so it is first on the wire and the writer starts with a small stack
-	// that an idle connection never grows. It fits any socket buffer, so the
-	// write does not wait on the peer; the deadline is for a broken one.
+	if !s.hub.register(c) {
+		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
+		return nil, false
+	}
+	// The session frame is written here, once the session exists (so a client
+	// that reads it finds itself in health) and before the writer starts:
+	// anything the hub queues meanwhile waits for the writer, so the session
+	// frame is first on the wire, and the writer starts with a small stack
+	// that an idle connection never grows. It fits any socket buffer; the
+	// deadline is for a broken peer, which then ends like any other.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PingTimeout)
 	err = ws.Write(ctx, websocket.MessageText, encode("session", "", sessionData{
 		SID: c.sid, UserID: userID,
@@ -121,12 +127,7 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (
 	}))
 	cancel()
 	if err != nil {
-		_ = ws.CloseNow()
-		return nil, false
-	}
-	if !s.hub.register(c) {
-		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
-		return nil, false
+		c.stop(reasonDisconnected)
 	}
 	return c, true
 }
