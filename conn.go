@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -34,6 +35,10 @@ type conn struct {
 
 	// the hub and the reader push frames without waiting; only the writer pops.
 	out *sendQueue
+
+	// the ping in flight, if any: set by the writer, cleared by the ping.
+	pinging atomic.Bool
+	pings   sync.WaitGroup
 
 	// closed once by stop; reason is written before and read only after.
 	quit     chan struct{}
@@ -257,25 +262,21 @@ func readErrorReason(err error) closeReason {
 func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
 	ticker := time.NewTicker(pingInterval)
 	defer ticker.Stop()
-	var pingDone chan struct{} // nil while no ping waits for its pong
 	for {
 		select {
 		case <-c.out.ready:
 			c.writeQueued(pingTimeout)
 		case <-ticker.C:
 			// One ping at a time: a peer that has not answered the last one
-			// is already on its way out.
-			if pingDone == nil {
-				pingDone = make(chan struct{})
-				go c.ping(pingTimeout, pingDone)
+			// is already on its way out. The ping clears the flag itself, so
+			// an answered ping costs the writer no second wake-up.
+			if c.pinging.CompareAndSwap(false, true) {
+				c.pings.Add(1)
+				go c.ping(pingTimeout)
 			}
-		case <-pingDone:
-			pingDone = nil
 		case <-c.quit:
 			c.close(pingTimeout)
-			if pingDone != nil {
-				<-pingDone
-			}
+			c.pings.Wait() // a ping in flight ends with the socket
 			return
 		}
 	}
@@ -321,8 +322,9 @@ func writeErrorReason(err error) closeReason {
 // ping sends one ping and waits up to timeout for its pong. A missing pong
 // ends the conn with no close frame: the peer is presumed gone, and a write
 // blocked on it must be cut, so the socket is closed outright.
-func (c *conn) ping(timeout time.Duration, done chan struct{}) {
-	defer close(done)
+func (c *conn) ping(timeout time.Duration) {
+	defer c.pings.Done()
+	defer c.pinging.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := c.ws.Ping(ctx); err != nil && ctx.Err() != nil {
