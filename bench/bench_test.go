@@ -127,7 +127,7 @@ func TestModesSmall(t *testing.T) {
 			if len(f["dugout"]) == 0 || len(f["baseline"]) == 0 {
 				t.Fatalf("figures for both servers wanted, got %s", l["figures"])
 			}
-			if !strings.Contains(out, "| dugout") {
+			if !strings.Contains(out, "| ratio (d/b)") {
 				t.Errorf("no human table in the output:\n%s", out)
 			}
 			c.check(t, f)

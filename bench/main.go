@@ -545,7 +545,7 @@ func formatNum(v float64) string {
 // line per run.
 func printReport(w *os.File, o *options, pinNote string, runs []map[string]result) {
 	fmt.Fprintf(w, "\n== bench %s  %s\n", o.mode, paramLine(o))
-	fmt.Fprintf(w, "   dugout built from %s, at %s\n", o.version, time.Now().Format(time.RFC3339))
+	fmt.Fprintf(w, "   dugout source: %s; report written %s\n", o.version, time.Now().Format(time.RFC3339))
 	fmt.Fprintf(w, "   %s; CPU times from /proc/<pid>/stat at CLK_TCK=%d%s\n", pinNote, int(clkTck),
 		map[bool]string{true: " (assumed: getconf failed)", false: " (getconf)"}[clkTckAssumed])
 	if o.runs > 1 {

@@ -326,7 +326,10 @@ func snap(pid int) cpuSnap {
 // otherPct is the CPU other processes used between a and b, in % of one core.
 func otherPct(a, b cpuSnap) float64 {
 	other := (b.sys - a.sys) - (b.tool - a.tool) - (b.srv - a.srv)
-	return max(0, other) / b.t.Sub(a.t).Seconds() * 100
+	if other < 0.5/clkTck { // float noise; the counters move in whole ticks
+		return 0
+	}
+	return other / b.t.Sub(a.t).Seconds() * 100
 }
 
 // waitQuiet waits, up to limit, for a second in which other processes use
