@@ -196,7 +196,11 @@ func (s *server) readLoop(c *conn) closeReason {
 			c.queue(encodeError(perr))
 			continue
 		}
-		if !s.hub.send(s.prepare(c, cmd)) {
+		var results []int
+		if cmd.kind == cmdRoll {
+			results = rollDice(cmd.dice)
+		}
+		if !s.hub.send(prepare(c, cmd, results)) {
 			return reasonShutdown
 		}
 		select {
@@ -230,8 +234,9 @@ func (f *floodTracker) refused(now time.Time, grace time.Duration) bool {
 }
 
 // prepare encodes, outside the hub, every frame a command can produce that
-// does not depend on the hub's state.
-func (s *server) prepare(c *conn, cmd command) commandMsg {
+// does not depend on the hub's state. results are a roll's dice results (nil
+// for other commands); the reader rolls them, tests choose them.
+func prepare(c *conn, cmd command, results []int) commandMsg {
 	m := commandMsg{c: c, cmd: cmd}
 	switch cmd.kind {
 	case cmdHeartbeat:
@@ -241,10 +246,8 @@ func (s *server) prepare(c *conn, cmd command) commandMsg {
 	case cmdLeave:
 		m.self = encode("game_left", cmd.id, gameRef{GameID: cmd.game.String()})
 		m.others = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft)
-	case cmdRoll:
-		m.self, m.others = encodeEvent(cmd, c.sid, c.userID, rollDice(cmd.dice))
 	default:
-		m.self, m.others = encodeEvent(cmd, c.sid, c.userID, nil)
+		m.self, m.others = encodeEvent(cmd, c.sid, c.userID, results)
 	}
 	return m
 }

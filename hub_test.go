@@ -119,23 +119,10 @@ func sameGameCounts(a, b map[string]int) bool {
 	return true
 }
 
-// hubCmd builds the commandMsg the reader sends for cmd, encoding the frames
-// the way server.prepare does. Rolls carry the given results so that tests
-// can tell one roll from another.
+// hubCmd builds the commandMsg the reader sends for cmd. Rolls carry the
+// given results so that tests can tell one roll from another.
 func hubCmd(c *conn, cmd command, results []int) commandMsg {
-	m := commandMsg{c: c, cmd: cmd}
-	switch cmd.kind {
-	case cmdHeartbeat:
-		m.self = encodeHeartbeatAck(cmd.id, time.Now())
-	case cmdJoin:
-		m.others = encodePresence(cmd.game, c.sid, c.userID, "joined", "")
-	case cmdLeave:
-		m.self = encode("game_left", cmd.id, gameRef{GameID: cmd.game.String()})
-		m.others = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft)
-	default:
-		m.self, m.others = encodeEvent(cmd, c.sid, c.userID, results)
-	}
-	return m
+	return prepare(c, cmd, results)
 }
 
 // heartbeatCmd is c's heartbeat.
