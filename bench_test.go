@@ -43,7 +43,7 @@ func newBenchHub(b *testing.B, n int, cfg hubConfig, now time.Time) *benchHub {
 	b.Helper()
 	bh := &benchHub{h: newHub(cfg, 1)}
 	for i := range n {
-		c := &conn{sid: fmt.Sprintf("s%07d", i), out: newSendQueue(8), quit: make(chan struct{})}
+		c := &conn{sid: fmt.Sprintf("s%07d", i), out: newSendQueue(8, testQueueBytes), quit: make(chan struct{})}
 		bh.conns = append(bh.conns, c)
 		if !bh.h.idx.add(newSession(c), now) {
 			b.Fatal("duplicate sid")
@@ -64,7 +64,7 @@ func (bh *benchHub) drain(conns []*conn) {
 // BenchmarkRelay measures the hub's part of a decision relayed to a game of 4:
 // membership check, activity, and four queue sends of one shared encoding.
 func BenchmarkRelay(b *testing.B) {
-	cfg := hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16}
+	cfg := hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16, maxSeats: 100}
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.New()
 	for _, c := range bh.conns {
@@ -85,7 +85,7 @@ func BenchmarkRelay(b *testing.B) {
 // BenchmarkRelayWithEncode adds the reader's part: decoding the frame and
 // encoding the event once for the sender and once for everyone else.
 func BenchmarkRelayWithEncode(b *testing.B) {
-	cfg := hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16}
+	cfg := hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16, maxSeats: 100}
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.MustParse("6f9619ff-8b86-d011-b42d-00c04fd430c8")
 	for _, c := range bh.conns {
@@ -108,7 +108,7 @@ func BenchmarkRelayWithEncode(b *testing.B) {
 
 // BenchmarkJoinLeave measures a session joining a game of 3 and leaving it.
 func BenchmarkJoinLeave(b *testing.B) {
-	cfg := hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16}
+	cfg := hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16, maxSeats: 100}
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.New()
 	for _, c := range bh.conns[1:] {
@@ -131,7 +131,7 @@ func BenchmarkJoinLeave(b *testing.B) {
 // sweep's cost should follow the due sessions, not n.
 func BenchmarkSweep(b *testing.B) {
 	const timeout, warning = 300 * time.Second, 60 * time.Second
-	cfg := hubConfig{sessionTimeout: timeout, expiryWarning: warning, maxGames: 16}
+	cfg := hubConfig{sessionTimeout: timeout, expiryWarning: warning, maxGames: 16, maxSeats: 100}
 	now := time.Unix(1_000_000, 0)
 	for _, n := range []int{10_000, 100_000} {
 		for _, due := range []int{0, 100, 1000} {

@@ -21,17 +21,18 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// conn is one accepted WebSocket connection: a reader (the /ws handler's
-// goroutine) and a writer goroutine, plus a short-lived goroutine while a ping
-// waits for its pong.
+// conn is one accepted WebSocket connection: a reader (serveConn's goroutine)
+// and a writer goroutine, plus a short-lived goroutine while a ping waits for
+// its pong.
 type conn struct {
 	// set at construction
 	ws          *websocket.Conn
-	raw         net.Conn // the hijacked socket, closed outright when a close handshake cannot finish
+	raw         *meteredConn // the hijacked socket, closed outright when a close handshake cannot finish
 	sid         string
 	userID      *int64
 	remote      string
 	connectedAt time.Time
+	cutAfter    time.Duration // how long a stopped conn's close may take before its socket is cut
 
 	// the hub and the reader push frames without waiting; only the writer pops.
 	out *sendQueue
@@ -40,16 +41,30 @@ type conn struct {
 	pinging atomic.Bool
 	pings   sync.WaitGroup
 
-	// closed once by stop; reason is written before and read only after.
+	// the client's pings and pongs, rate limited like its messages; used only
+	// inside ws.Read, which the library runs one caller at a time.
+	control controlGuard
+
+	// closed once by stop; reason and cut are written before and read only after.
 	quit     chan struct{}
 	stopOnce sync.Once
 	reason   closeReason
+	cut      *time.Timer // closes the socket cutAfter after stop; nil for a conn with no socket
 }
 
-// stop asks the conn to end. Safe from any goroutine; never blocks; the first reason wins.
+// stop asks the conn to end. Safe from any goroutine; never blocks; the first
+// reason wins. What the conn had queued is released at once, its reader may
+// read only what a close handshake needs, and its socket is closed outright
+// if the close has not finished within cutAfter: a peer that reads nothing
+// holds nothing of the server's for longer than that.
 func (c *conn) stop(r closeReason) {
 	c.stopOnce.Do(func() {
 		c.reason = r
+		c.out.discard()
+		if c.raw != nil { // the hub tests' conns have no socket
+			c.raw.ending()
+			c.cut = time.AfterFunc(c.cutAfter, func() { _ = c.raw.Close() })
+		}
 		close(c.quit)
 	})
 }
@@ -101,19 +116,24 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 // accept upgrades the request, sends the session frame and registers the session.
 func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (*conn, bool) {
-	hj := &hijackRecorder{ResponseWriter: w}
-	ws, err := websocket.Accept(hj, r, &s.acceptOpts)
+	c := &conn{
+		sid: rand.Text(), userID: userID, remote: r.RemoteAddr, cutAfter: s.cfg.PingTimeout,
+		out:  newSendQueue(s.cfg.SendQueueSize, s.cfg.SendQueueBytes),
+		quit: make(chan struct{}),
+		control: controlGuard{limiter: rate.NewLimiter(rate.Limit(2*s.cfg.RateLimit), 2*s.cfg.RateBurst),
+			grace: s.cfg.rateLimitGrace},
+	}
+	hj := &hijackRecorder{ResponseWriter: w, budget: s.cfg.MaxMessageBytes + wireSlack}
+	opts := s.acceptOpts // a copy: the callbacks are this conn's
+	opts.OnPingReceived = func(_ context.Context, payload []byte) bool { return c.controlFrame(payload) }
+	opts.OnPongReceived = func(_ context.Context, payload []byte) { c.controlFrame(payload) }
+	ws, err := websocket.Accept(hj, r, &opts)
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused")
 		return nil, false // Accept has written the status
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
-	c := &conn{
-		ws: ws, raw: hj.conn, sid: rand.Text(), userID: userID, remote: r.RemoteAddr,
-		connectedAt: time.Now(),
-		out:         newSendQueue(s.cfg.SendQueueSize),
-		quit:        make(chan struct{}),
-	}
+	c.ws, c.raw, c.connectedAt = ws, hj.conn, time.Now()
 	if !s.hub.register(c) {
 		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
 		return nil, false
@@ -153,8 +173,11 @@ func (s *server) serveConn(c *conn) {
 		c.writeLoop(s.cfg.PingInterval, s.cfg.PingTimeout)
 	}()
 	c.stop(s.readLoop(c))
-	<-writerDone
+	// The hub hears at once, not after the close handshake: until it does, the
+	// session is still in health and in its games, and is sent their frames.
 	s.hub.send(unregisterMsg{sid: c.sid, reason: c.reason})
+	<-writerDone
+	c.cut.Stop()
 	s.log.Info().Str("sid", c.sid).Any("user_id", c.userID).Str("remote", c.remote).
 		Str("reason", c.reason.presence).Int("code", int(c.reason.code)).
 		Dur("duration", time.Since(c.connectedAt)).Msg("connection ended")
@@ -168,7 +191,10 @@ func (s *server) releaseSlot() {
 }
 
 // readLoop reads client messages until the conn ends, and returns why it ended.
-// It decodes and rate-limits here, so the hub receives only valid, typed commands.
+// It rate-limits and decodes here, so the hub receives only valid, typed
+// commands. A refused message costs a bounded scan for its id, never a decode;
+// a reply to a refused message is dropped rather than queued when the queue
+// is half full, so it cannot make its own sender a slow consumer.
 func (s *server) readLoop(c *conn) closeReason {
 	limiter := rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
 	var flood floodTracker
@@ -177,23 +203,25 @@ func (s *server) readLoop(c *conn) closeReason {
 		if err != nil {
 			return readErrorReason(err)
 		}
+		select {
+		case <-c.quit:
+			return c.reason // ended by the hub or the writer: what was read meanwhile is not served
+		default:
+		}
+		c.raw.messageDone()
 		if typ != websocket.MessageText {
 			return reasonBinary
 		}
-		cmd, perr := decode(msg)
 		if !limiter.Allow() {
 			if flood.refused(time.Now(), s.cfg.rateLimitGrace) {
 				return reasonFlood
 			}
-			id := cmd.id
-			if perr != nil {
-				id = perr.id
-			}
-			c.queue(encodeError(&protoError{code: codeRateLimited, id: id, message: "too many messages; slow down"}))
+			c.out.offer(encodeError(&protoError{code: codeRateLimited, id: scanID(msg), message: "too many messages; slow down"}))
 			continue
 		}
+		cmd, perr := decode(msg)
 		if perr != nil {
-			c.queue(encodeError(perr))
+			c.out.offer(encodeError(perr))
 			continue
 		}
 		var results []int
@@ -203,12 +231,31 @@ func (s *server) readLoop(c *conn) closeReason {
 		if !s.hub.send(prepare(c, cmd, results)) {
 			return reasonShutdown
 		}
-		select {
-		case <-c.quit:
-			return c.reason // ended by the hub or the writer; the first reason stands anyway
-		default:
-		}
 	}
+}
+
+// controlGuard rate-limits the pings and pongs a client sends, which the
+// library answers inside Read where the message rate limiter never sees them:
+// a client that pings faster than twice RATE_LIMIT for longer than the flood
+// grace is ended like a message flooder.
+type controlGuard struct {
+	limiter *rate.Limiter
+	flood   floodTracker
+	grace   time.Duration
+}
+
+// controlFrame accounts for one ping or pong the client sent, with payload,
+// and reports whether the library may answer it (a ping's pong). Runs inside
+// ws.Read, on the reader or, during a close handshake, on the writer.
+func (c *conn) controlFrame(payload []byte) bool {
+	c.raw.uncount(controlFrameBytes(len(payload)))
+	if c.control.limiter.Allow() {
+		return true
+	}
+	if c.control.flood.refused(time.Now(), c.control.grace) {
+		c.stop(reasonFlood)
+	}
+	return false
 }
 
 // floodGap is how long a client must go without a refused message for its
@@ -254,8 +301,11 @@ func prepare(c *conn, cmd command, results []int) commandMsg {
 
 // readErrorReason maps the error that ended a read to the conn's close reason.
 func readErrorReason(err error) closeReason {
-	if errors.Is(err, websocket.ErrMessageTooBig) {
+	if errors.Is(err, websocket.ErrMessageTooBig) || errors.Is(err, errWireBudget) {
 		return reasonTooBig
+	}
+	if code := websocket.CloseStatus(err); code != -1 {
+		return peerClosed(code)
 	}
 	return reasonDisconnected
 }
@@ -363,17 +413,22 @@ func rollDice(dice []int) []int {
 }
 
 // hijackRecorder lets the handler keep the raw socket that Accept hijacks, so
-// a close handshake stuck on a frozen peer can be cut at the shutdown budget.
+// a close handshake stuck on a frozen peer can be cut at the shutdown budget,
+// and hands the library a metered socket in its place.
 type hijackRecorder struct {
 	http.ResponseWriter
-	conn net.Conn
+	budget int64 // the meteredConn's budget
+	conn   *meteredConn
 }
 
-// Hijack hijacks the underlying connection and remembers it.
+// Hijack hijacks the underlying connection and remembers it, metered.
 func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	h.conn = nc
-	return nc, brw, err
+	if err != nil {
+		return nc, brw, err
+	}
+	h.conn = &meteredConn{Conn: nc, budget: h.budget}
+	return h.conn, brw, nil
 }
 
 // authenticate returns the user id a request's token proves, nil for an

@@ -416,12 +416,13 @@ type fzConn struct {
 	tiny bool // queue of one or two frames, never drained: a slow consumer waiting to happen
 
 	// while the model holds its session
-	live   bool
-	games  map[uuid.UUID]bool
-	last   time.Time
-	warned bool
-	queued int      // frames in a tiny conn's queue
-	want   []string // canonical frames a drained conn should get this step
+	live    bool
+	games   map[uuid.UUID]bool
+	last    time.Time
+	touched int // when it was last active, in the model's count of touches: the idle order within one instant
+	warned  bool
+	queued  int      // frames in a tiny conn's queue
+	want    []string // canonical frames a drained conn should get this step
 
 	// once the model has ended it
 	reason   closeReason
@@ -430,12 +431,14 @@ type fzConn struct {
 }
 
 // fzHubModel is what the hub should hold; it mirrors the contract, not the
-// hub's code: sets instead of an idle list, one pass for expiry then warnings.
+// hub's code: a list in registration order instead of an idle list, sorted
+// by activity when a sweep walks it in steps.
 type fzHubModel struct {
-	cfg   hubConfig
-	conns []*fzConn // every conn the hub accepted, in order
-	games map[uuid.UUID]map[*fzConn]bool
-	slow  []*fzConn
+	cfg     hubConfig
+	touches int       // activity so far, to order sessions active at the same instant
+	conns   []*fzConn // every conn the hub accepted, in order
+	games   map[uuid.UUID]map[*fzConn]bool
+	slow    []*fzConn
 }
 
 // deliver queues frame for fc as the hub should, noting an overflow.
@@ -447,6 +450,17 @@ func (m *fzHubModel) deliver(fc *fzConn, frame []byte) {
 		fc.queued++
 	default:
 		m.slow = append(m.slow, fc)
+	}
+}
+
+// refuse queues an error reply for fc as the hub should: a tiny conn takes
+// it only while its queue is at most half full, and is never made slow by it.
+func (m *fzHubModel) refuse(fc *fzConn, frame []byte) {
+	switch {
+	case !fc.tiny:
+		fc.want = append(fc.want, fzCanon(frame))
+	case fc.queued < fc.c.out.limit/2:
+		fc.queued++
 	}
 }
 
@@ -499,13 +513,17 @@ func (m *fzHubModel) command(fc *fzConn, msg commandMsg, now time.Time) {
 		return // a reader that has not noticed its session ended: ignored
 	}
 	fc.last, fc.warned = now, false
+	m.touches++
+	fc.touched = m.touches
 	cmd := msg.cmd
 	in := fc.games[cmd.game]
 	switch {
 	case cmd.kind == cmdHeartbeat:
 		m.deliver(fc, msg.self)
 	case cmd.kind == cmdJoin && !in && len(fc.games) >= m.cfg.maxGames:
-		m.deliver(fc, encodeError(&protoError{code: codeTooManyGames, id: cmd.id, message: "x"}))
+		m.refuse(fc, encodeError(&protoError{code: codeTooManyGames, id: cmd.id, message: "x"}))
+	case cmd.kind == cmdJoin && !in && len(m.games[cmd.game]) >= m.cfg.maxSeats:
+		m.refuse(fc, encodeError(&protoError{code: codeGameFull, id: cmd.id, message: "x"}))
 	case cmd.kind == cmdJoin:
 		var others []member
 		for o := range m.games[cmd.game] {
@@ -527,7 +545,7 @@ func (m *fzHubModel) command(fc *fzConn, msg commandMsg, now time.Time) {
 			m.broadcast(cmd.game, fc, msg.others)
 		}
 	case !in:
-		m.deliver(fc, encodeError(&protoError{code: codeNotInGame, id: cmd.id, message: "x"}))
+		m.refuse(fc, encodeError(&protoError{code: codeNotInGame, id: cmd.id, message: "x"}))
 	case cmd.kind == cmdLeave:
 		m.leaveGame(fc, cmd.game)
 		m.deliver(fc, msg.self)
@@ -546,14 +564,32 @@ func (m *fzHubModel) sweep(now time.Time) {
 	if timeout <= 0 {
 		return
 	}
+	var order []*fzConn
 	for _, fc := range m.conns {
-		if fc.live && now.Sub(fc.last) >= timeout {
-			m.end(fc, reasonExpired)
+		if fc.live {
+			order = append(order, fc)
 		}
 	}
-	for _, fc := range m.conns {
+	slices.SortFunc(order, func(a, b *fzConn) int { return a.touched - b.touched })
+	looked := 0
+	for _, fc := range order {
+		if looked == m.cfg.sweepStep { // the hub ends a step here and drops its slow consumers
+			m.dropSlow()
+			looked = 0
+		}
+		if !fc.live {
+			continue // dropped as slow meanwhile: out of the idle list, never looked at
+		}
+		looked++
 		idle := now.Sub(fc.last)
-		if fc.live && warning > 0 && idle >= timeout-warning && !fc.warned {
+		if idle >= timeout {
+			m.end(fc, reasonExpired)
+			continue
+		}
+		if warning == 0 || idle < timeout-warning {
+			break
+		}
+		if !fc.warned {
 			fc.warned = true
 			m.deliver(fc, encodeExpiring(timeout-idle))
 		}
@@ -624,9 +660,11 @@ func (r *fzHubRun) handle(msg hubMsg) {
 }
 
 // fzHubConfig reads the hub's configuration from the first input byte:
-// 1 to 3 games a session, expiry on (300 s) or off, a 60 s warning or none.
+// 1 to 3 games a session, expiry on (300 s) or off, a 60 s warning or none,
+// 2 or 3 seats a game, sweeps of 1 or 2 sessions a step.
 func fzHubConfig(b byte) hubConfig {
-	cfg := hubConfig{maxGames: 1 + int(b%3), sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second}
+	cfg := hubConfig{maxGames: 1 + int(b%3), sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second,
+		maxSeats: 2 + int(b>>6&1), sweepStep: 1 + int(b>>7)}
 	if b&0x08 != 0 {
 		cfg.expiryWarning = 0
 	}
@@ -654,10 +692,24 @@ func (r *fzHubRun) stepOnce() {
 		now := time.Now()
 		r.action = fmt.Sprintf("sweep after %s", d)
 		r.handle(sweepMsg{now: now})
+		r.finishSweep()
 		m.sweep(now)
 	case 9:
 		r.action = "unregister a sid never registered"
 		r.handle(unregisterMsg{sid: "never-registered", reason: reasonDisconnected})
+	}
+}
+
+// finishSweep runs the sweep the hub has begun to its end, as the hub's loop
+// would when its inbox is empty, checking that the steps each look at their
+// share of the sessions: a sweep over n sessions takes at most n/step + 1.
+func (r *fzHubRun) finishSweep() {
+	for steps := 1; r.h.sweeping; steps++ {
+		r.h.sweepSome()
+		r.h.dropSlow()
+		if steps > len(r.m.conns)/r.h.cfg.sweepStep+1 {
+			r.t.Fatalf("step %d (%s): sweep still going after %d steps", r.step, r.action, steps)
+		}
 	}
 }
 
@@ -677,7 +729,7 @@ func (r *fzHubRun) register() {
 	if fc.tiny {
 		capacity = 1 + int(b>>5)%2
 	}
-	fc.c = &conn{sid: fmt.Sprintf("fz%02d", len(r.m.conns)), userID: user, out: newSendQueue(capacity), quit: make(chan struct{})}
+	fc.c = &conn{sid: fmt.Sprintf("fz%02d", len(r.m.conns)), userID: user, out: newSendQueue(capacity, testQueueBytes), quit: make(chan struct{})}
 	r.action = fmt.Sprintf("register %s (user %v, queue %d)", fc.c.sid, b%4, capacity)
 	reply := make(chan bool, 1)
 	r.handle(registerMsg{c: fc.c, reply: reply})
@@ -685,6 +737,8 @@ func (r *fzHubRun) register() {
 		r.t.Fatalf("step %d (%s): refused", r.step, r.action)
 	}
 	fc.last = time.Now()
+	r.m.touches++
+	fc.touched = r.m.touches
 	r.m.conns = append(r.m.conns, fc)
 }
 
@@ -695,7 +749,7 @@ func (r *fzHubRun) registerTaken() {
 		r.action = "register taken skipped: no live conn picked"
 		return
 	}
-	c := &conn{sid: fc.c.sid, out: newSendQueue(1), quit: make(chan struct{})}
+	c := &conn{sid: fc.c.sid, out: newSendQueue(1, testQueueBytes), quit: make(chan struct{})}
 	r.action = "register a second conn as " + c.sid
 	reply := make(chan bool, 1)
 	r.handle(registerMsg{c: c, reply: reply})
@@ -819,10 +873,10 @@ func (r *fzHubRun) check() {
 	for g, set := range m.games {
 		per[g.String()] = len(set)
 	}
-	if st.TotalSessions != live || st.UniqueUsers != len(users) || st.ActiveGames != len(per) || !maps.Equal(st.SessionsPerGame, per) {
+	if st.TotalSessions != live || st.UniqueUsers != len(users) || st.ActiveGames != len(per) || !maps.Equal(seatsPerGame(st), per) {
 		t.Errorf("stats %+v; model: %d sessions, %d users, games %v", st, live, len(users), per)
 	}
-	for g, n := range st.SessionsPerGame {
+	for g, n := range seatsPerGame(st) {
 		if n <= 0 {
 			t.Errorf("game %s listed with %d sessions", g, n)
 		}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -204,15 +206,39 @@ func (c *client) expectClose(within time.Duration) websocket.StatusCode {
 	}
 }
 
+// testQueueBytes is the byte bound the hub tests give their fake conns'
+// queues: large enough that only the frame bound matters, unless a test says.
+const testQueueBytes = 1 << 30
+
+// healthReport is the body of /health/connections as a client decodes it.
+type healthReport struct {
+	Status          string         `json:"status"`
+	TotalSessions   int            `json:"total_sessions"`
+	UniqueUsers     int            `json:"unique_users"`
+	ActiveGames     int            `json:"active_games"`
+	SessionsPerGame map[string]int `json:"sessions_per_game"`
+	Goroutines      int            `json:"goroutines"`
+}
+
+// seatsPerGame is a hub snapshot's seat counts keyed by canonical game id, as
+// health reports them.
+func seatsPerGame(st stats) map[string]int {
+	per := map[string]int{}
+	if st.seats != nil {
+		st.seats.each(func(g uuid.UUID, n int) { per[g.String()] = n })
+	}
+	return per
+}
+
 // health fetches /health/connections.
-func (s *testServer) health(t *testing.T) connectionsReport {
+func (s *testServer) health(t *testing.T) healthReport {
 	t.Helper()
 	resp, err := http.Get(s.ts.URL + "/health/connections")
 	if err != nil {
 		t.Fatalf("health: %v", err)
 	}
 	defer resp.Body.Close()
-	var r connectionsReport
+	var r healthReport
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
 		t.Fatalf("health body: %v", err)
 	}

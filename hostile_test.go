@@ -34,7 +34,7 @@ type hostileRig struct {
 	s          *testServer
 	game       string
 	by, peer   *client
-	health     func(t *testing.T) stats // the server's /health/connections
+	health     func(t *testing.T) healthReport // the server's /health/connections
 	rounds     int
 	wantGames  map[string]int
 	wantTotals int
@@ -44,7 +44,7 @@ type hostileRig struct {
 func newHostileRig(t *testing.T, cfg config) *hostileRig {
 	t.Helper()
 	s := startServer(t, cfg)
-	rig := &hostileRig{s: s, game: uuid.NewString(), health: func(t *testing.T) stats { return s.health(t).stats }}
+	rig := &hostileRig{s: s, game: uuid.NewString(), health: func(t *testing.T) healthReport { return s.health(t) }}
 	rig.by, rig.peer = dial(t, s.url, nil), dial(t, s.url, nil)
 	hostileJoinBystanders(t, rig.game, rig.by, rig.peer)
 	rig.wantTotals, rig.wantGames = 2, map[string]int{rig.game: 2}
@@ -96,7 +96,7 @@ func (rig *hostileRig) stillServed(t *testing.T) {
 	if f.ID != "" || got.SID != peer.session.SID || string(got.Decision) != decision {
 		t.Fatalf("bystander got %s id %q, want peer %s's decision %s without id", f.Data, f.ID, peer.session.SID, decision)
 	}
-	var st stats
+	var st healthReport
 	eventually(t, "health to count only the bystanders", func() bool {
 		st = rig.health(t)
 		return st.TotalSessions == rig.wantTotals && st.ActiveGames == len(rig.wantGames) &&
@@ -374,18 +374,18 @@ func TestHostileOversizedQueryRealServer(t *testing.T) {
 	wsURL := "ws://" + r.addr + "/ws"
 	rig := &hostileRig{game: uuid.NewString(), wantTotals: 2}
 	rig.wantGames = map[string]int{rig.game: 2}
-	rig.health = func(t *testing.T) stats {
+	rig.health = func(t *testing.T) healthReport {
 		t.Helper()
 		resp, err := noKeepAlive.Get("http://" + r.addr + "/health/connections")
 		if err != nil {
 			t.Fatalf("health: %v", err)
 		}
 		defer resp.Body.Close()
-		var rep connectionsReport
+		var rep healthReport
 		if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
 			t.Fatalf("health body: %v", err)
 		}
-		return rep.stats
+		return rep
 	}
 	rig.by, rig.peer = dial(t, wsURL, nil), dial(t, wsURL, nil)
 	hostileJoinBystanders(t, rig.game, rig.by, rig.peer)

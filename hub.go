@@ -44,31 +44,43 @@ type sweepMsg struct {
 }
 
 // statsRequest asks for a snapshot of the hub's counts for /health/connections.
+// have is the version of the seat counts the caller holds already: when the
+// hub's are the same, it sends no new copy of them.
 type statsRequest struct {
+	have  uint64
 	reply chan stats
 }
 
 // shutdownMsg asks the hub to stop every connection with going-away and exit.
 type shutdownMsg struct{}
 
-// stats is a snapshot of the hub's maps, copied so the caller never reads them.
+// stats is a snapshot of the hub's counts at one instant. seats is shared
+// with the hub copy-on-write, so the caller may read it but never write it.
 type stats struct {
-	TotalSessions   int            `json:"total_sessions"`
-	UniqueUsers     int            `json:"unique_users"`
-	ActiveGames     int            `json:"active_games"`
-	SessionsPerGame map[string]int `json:"sessions_per_game"`
+	TotalSessions int
+	UniqueUsers   int
+	ActiveGames   int
+	version       uint64        // of the seat counts
+	seats         *seatSnapshot // nil when the caller has this version already
 }
 
 // hubConfig is the part of the configuration the hub decides with.
 type hubConfig struct {
 	sessionTimeout time.Duration // 0 turns expiry off
 	expiryWarning  time.Duration // 0 turns the warning off
-	maxGames       int
+	maxGames       int           // games one session may be in
+	maxSeats       int           // seats one game holds
+	sweepStep      int           // sessions one sweep step looks at; 0 means defaultSweepStep
 }
 
 // hubBatch bounds how many queued messages the hub handles per wake-up, so a
 // busy inbox is drained without a scheduler round trip per message.
 const hubBatch = 256
+
+// defaultSweepStep bounds the sessions one step of a sweep looks at. Expiring 10,000
+// idle sessions at once held the hub for 160 ms; in steps of this size, with
+// a batch of the inbox between two steps, no heartbeat waits for a whole sweep.
+const defaultSweepStep = 128
 
 // hub is the one goroutine that owns every session, user and game map.
 type hub struct {
@@ -78,12 +90,17 @@ type hub struct {
 	done  chan struct{} // closed when run returns
 
 	// owned by the hub goroutine
-	idx  *index
-	slow []*session // sessions whose queue overflowed during the current message
+	idx      *index
+	slow     []*session // sessions whose queue overflowed during the current message
+	sweeping bool       // a sweep has steps left
+	sweepAt  time.Time  // the time the current sweep judges idleness by
 }
 
 // newHub returns a hub ready to run.
 func newHub(cfg hubConfig, inboxSize int) *hub {
+	if cfg.sweepStep <= 0 {
+		cfg.sweepStep = defaultSweepStep
+	}
 	return &hub{
 		cfg:   cfg,
 		inbox: make(chan hubMsg, inboxSize),
@@ -124,9 +141,10 @@ func (h *hub) register(c *conn) bool {
 }
 
 // stats asks the hub for a snapshot; ok is false once the hub has stopped.
-func (h *hub) stats() (s stats, ok bool) {
+// have is the version of the seat counts the caller holds (0 for none).
+func (h *hub) stats(have uint64) (s stats, ok bool) {
 	reply := make(chan stats, 1)
-	if !h.send(statsRequest{reply: reply}) {
+	if !h.send(statsRequest{have: have, reply: reply}) {
 		return stats{}, false
 	}
 	select {
@@ -137,23 +155,31 @@ func (h *hub) stats() (s stats, ok bool) {
 	}
 }
 
-// run is the hub goroutine. It returns after a shutdownMsg.
+// run is the hub goroutine. It returns after a shutdownMsg. Each turn handles
+// up to hubBatch messages, then one step of a sweep in progress, so neither a
+// busy inbox nor a large sweep holds off the other.
 func (h *hub) run() {
 	defer close(h.done)
-	for m := range h.inbox {
-		if !h.handle(m) {
-			return
+	for {
+		if !h.sweeping {
+			if !h.handle(<-h.inbox) {
+				return
+			}
 		}
 	drain:
-		for range hubBatch - 1 {
+		for range hubBatch {
 			select {
-			case m = <-h.inbox:
+			case m := <-h.inbox:
 				if !h.handle(m) {
 					return
 				}
 			default:
 				break drain
 			}
+		}
+		if h.sweeping {
+			h.sweepSome()
+			h.dropSlow()
 		}
 	}
 }
@@ -168,9 +194,12 @@ func (h *hub) handle(m hubMsg) bool {
 	case unregisterMsg:
 		h.end(m.sid, m.reason)
 	case sweepMsg:
-		h.sweep(m.now)
+		// A sweep still in progress starts over, judged by the newer time.
+		if h.cfg.sessionTimeout > 0 {
+			h.sweepAt, h.sweeping, h.idx.cursor = m.now, true, h.idx.oldest
+		}
 	case statsRequest:
-		m.reply <- h.snapshot()
+		m.reply <- h.snapshot(m.have)
 	case shutdownMsg:
 		h.shutdown()
 		return false
@@ -199,14 +228,14 @@ func (h *hub) command(m commandMsg) {
 		h.join(s, m)
 	case cmdLeave:
 		if !h.idx.leave(s, cmd.game) {
-			h.deliver(s, notInGame(cmd))
+			h.refuse(s, notInGame(cmd))
 			return
 		}
 		h.deliver(s, m.self)
 		h.broadcast(cmd.game, s, m.others)
 	default: // the game actions: decisions and dice
 		if !h.idx.inGame(s, cmd.game) {
-			h.deliver(s, notInGame(cmd))
+			h.refuse(s, notInGame(cmd))
 			return
 		}
 		h.deliver(s, m.self)
@@ -218,10 +247,17 @@ func (h *hub) command(m commandMsg) {
 // Runs on the hub goroutine.
 func (h *hub) join(s *session, m commandMsg) {
 	game := m.cmd.game
-	if !h.idx.inGame(s, game) && len(s.games) >= h.cfg.maxGames {
-		h.deliver(s, encodeError(&protoError{code: codeTooManyGames, id: m.cmd.id,
-			message: "a session may be in at most " + strconv.Itoa(h.cfg.maxGames) + " games"}))
-		return
+	if !h.idx.inGame(s, game) {
+		if len(s.games) >= h.cfg.maxGames {
+			h.refuse(s, encodeError(&protoError{code: codeTooManyGames, id: m.cmd.id,
+				message: "a session may be in at most " + strconv.Itoa(h.cfg.maxGames) + " games"}))
+			return
+		}
+		if h.idx.seatsIn(game) >= h.cfg.maxSeats {
+			h.refuse(s, encodeError(&protoError{code: codeGameFull, id: m.cmd.id,
+				message: "game " + game.String() + " has all its " + strconv.Itoa(h.cfg.maxSeats) + " seats taken"}))
+			return
+		}
 	}
 	fresh := h.idx.join(s, game)
 	set := h.idx.members(game)
@@ -243,6 +279,12 @@ func (h *hub) join(s *session, m commandMsg) {
 // notInGame is the error for a command about a game the session is not in.
 func notInGame(cmd command) []byte {
 	return encodeError(&protoError{code: codeNotInGame, id: cmd.id, message: "not in game " + cmd.game.String()})
+}
+
+// refuse queues an error reply to s's own refused message, or drops it when
+// s's queue is half full: a client's refused messages never make it slow.
+func (h *hub) refuse(s *session, frame []byte) {
+	s.conn.out.offer(frame)
 }
 
 // deliver queues frame for s without waiting. A frame that does not fit marks
@@ -285,15 +327,22 @@ func (h *hub) dropSlow() {
 	}
 }
 
-// sweep warns and expires idle sessions. It walks the idle list from the
-// longest idle and stops at the first session that needs nothing, so its work
-// is proportional to the sessions it warns or expires. Runs on the hub goroutine.
-func (h *hub) sweep(now time.Time) {
-	timeout, warning := h.cfg.sessionTimeout, h.cfg.expiryWarning
-	if timeout <= 0 {
-		return
-	}
-	h.idx.idle(func(s *session) bool {
+// sweepSome does one step of the sweep in progress: it warns and expires idle
+// sessions as of sweepAt, walking the idle list from the index's cursor (the
+// longest idle at the start of a sweep), and looks at no more than sweepStep
+// sessions. The sweep is over at the first session that needs nothing, so
+// its work is proportional to the sessions it warns or expires (and those
+// already warned). Runs on the hub goroutine.
+func (h *hub) sweepSome() {
+	timeout, warning, now := h.cfg.sessionTimeout, h.cfg.expiryWarning, h.sweepAt
+	h.sweeping = false
+	for looked := 0; h.idx.cursor != nil; looked++ {
+		if looked == h.cfg.sweepStep {
+			h.sweeping = true // the next step goes on from the cursor
+			return
+		}
+		s := h.idx.cursor
+		h.idx.cursor = s.newer // on before acting: ending s unlinks it
 		idle := now.Sub(s.lastActivity)
 		switch {
 		case idle >= timeout:
@@ -304,24 +353,26 @@ func (h *hub) sweep(now time.Time) {
 				h.deliver(s, encodeExpiring(timeout-idle))
 			}
 		default:
-			return false
+			h.idx.cursor = nil
+			return
 		}
-		return true
-	})
+	}
 }
 
-// snapshot copies the counts health reports. Runs on the hub goroutine.
-func (h *hub) snapshot() stats {
-	per := make(map[string]int, len(h.idx.byGame))
-	for g, set := range h.idx.byGame {
-		per[g.String()] = len(set)
+// snapshot returns the counts health reports: a cheap copy-on-write view of
+// the seat counts, or none when the caller's version is current. Runs on the
+// hub goroutine.
+func (h *hub) snapshot(have uint64) stats {
+	st := stats{
+		TotalSessions: len(h.idx.sessions),
+		UniqueUsers:   len(h.idx.byUser),
+		ActiveGames:   len(h.idx.byGame),
+		version:       h.idx.version,
 	}
-	return stats{
-		TotalSessions:   len(h.idx.sessions),
-		UniqueUsers:     len(h.idx.byUser),
-		ActiveGames:     len(h.idx.byGame),
-		SessionsPerGame: per,
+	if have != h.idx.version {
+		st.seats = h.idx.seats.snapshot()
 	}
+	return st
 }
 
 // shutdown stops every conn with going-away and forgets every session: the
@@ -332,4 +383,5 @@ func (h *hub) shutdown() {
 	}
 	h.idx = newIndex()
 	h.slow = nil
+	h.sweeping = false
 }

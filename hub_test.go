@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -34,7 +36,7 @@ var (
 )
 
 // hubDefaults is the contract's default timing: 300 s expiry, warned 60 s before.
-var hubDefaults = hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16}
+var hubDefaults = hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 16, maxSeats: 100}
 
 // hubUser returns a user id to put in a fake conn.
 func hubUser(n int64) *int64 { return &n }
@@ -42,7 +44,7 @@ func hubUser(n int64) *int64 { return &n }
 // fakeHubConn is a conn with no socket, as the hub sees one. capacity is the
 // size of its outbound queue.
 func fakeHubConn(sid string, userID *int64, capacity int) *conn {
-	return &conn{sid: sid, userID: userID, out: newSendQueue(capacity), quit: make(chan struct{}), connectedAt: time.Now()}
+	return &conn{sid: sid, userID: userID, out: newSendQueue(capacity, testQueueBytes), quit: make(chan struct{}), connectedAt: time.Now()}
 }
 
 // startTestHub runs a hub in the current bubble and stops it when the test ends.
@@ -86,7 +88,7 @@ func hubRegister(t *testing.T, h *hub, cs ...*conn) {
 // hubStatsOf asks the hub for its counts; the hub must be running.
 func hubStatsOf(t *testing.T, h *hub) stats {
 	t.Helper()
-	st, ok := h.stats()
+	st, ok := h.stats(0)
 	if !ok {
 		t.Fatal("stats: the hub has stopped")
 	}
@@ -101,7 +103,7 @@ func checkHubStats(t *testing.T, h *hub, total, users int, perGame map[uuid.UUID
 	for g, n := range perGame {
 		want[g.String()] = n
 	}
-	if st.TotalSessions != total || st.UniqueUsers != users || st.ActiveGames != len(want) || !sameGameCounts(st.SessionsPerGame, want) {
+	if st.TotalSessions != total || st.UniqueUsers != users || st.ActiveGames != len(want) || !sameGameCounts(seatsPerGame(st), want) {
 		t.Errorf("stats = %+v, want total %d, unique users %d, games %v", st, total, users, want)
 	}
 }
@@ -808,14 +810,15 @@ func TestHubStats(t *testing.T) {
 			joinCmd(d, hubGame2, ""), joinCmd(e, hubGame, ""))
 		checkHubStats(t, h, 6, 3, map[uuid.UUID]int{hubGame: 4, hubGame2: 1})
 		st := hubStatsOf(t, h)
-		if _, ok := st.SessionsPerGame[hubGame.String()]; !ok {
-			t.Errorf("sessions_per_game %v does not key games by their canonical form %s", st.SessionsPerGame, hubGame)
+		if _, ok := seatsPerGame(st)[hubGame.String()]; !ok {
+			t.Errorf("sessions_per_game %v does not key games by their canonical form %s", seatsPerGame(st), hubGame)
 		}
-		st.SessionsPerGame[hubGame.String()] = 99 // a snapshot is the caller's own
-		checkHubStats(t, h, 6, 3, map[uuid.UUID]int{hubGame: 4, hubGame2: 1})
-
 		hubTell(t, h, unregisterMsg{sid: "sid-c", reason: reasonDisconnected})
 		checkHubStats(t, h, 5, 2, map[uuid.UUID]int{hubGame: 3, hubGame2: 1})
+		// The snapshot shares the hub's counts copy-on-write: it still says what was.
+		if got := seatsPerGame(st); got[hubGame.String()] != 4 || got[hubGame2.String()] != 1 || len(got) != 2 {
+			t.Errorf("an earlier snapshot changed with the hub: %v, want %s:4 %s:1", got, hubGame, hubGame2)
+		}
 		hubTell(t, h, unregisterMsg{sid: "sid-a", reason: reasonDisconnected})
 		checkHubStats(t, h, 4, 2, map[uuid.UUID]int{hubGame: 2, hubGame2: 1}) // user 1 still has b
 		hubTell(t, h, unregisterMsg{sid: "sid-b", reason: reasonDisconnected}, unregisterMsg{sid: "sid-z", reason: reasonDisconnected})
@@ -847,7 +850,7 @@ func TestHubShutdown(t *testing.T) {
 		if h.register(fakeHubConn("sid-late", nil, 8)) {
 			t.Error("a stopped hub accepted a register")
 		}
-		if _, ok := h.stats(); ok {
+		if _, ok := h.stats(0); ok {
 			t.Error("a stopped hub answered stats")
 		}
 		// h.send must report false every time, not merely when the inbox is full.
@@ -1126,8 +1129,11 @@ var (
 var propGames = []uuid.UUID{hubGame, hubGame2, hubGame3,
 	uuid.MustParse("11111111-2222-4333-8444-555555555555"), uuid.MustParse("aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee")}
 
-// propConfig is the randomized test's hub: default timing, three games a session.
-var propConfig = hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 3}
+// propConfig is the randomized test's hub: default timing, three games a
+// session, three seats a game (so joins get game_full), and sweeps of two
+// sessions a step (so every sweep of more is split).
+var propConfig = hubConfig{sessionTimeout: 300 * time.Second, expiryWarning: 60 * time.Second, maxGames: 3,
+	maxSeats: 3, sweepStep: 2}
 
 // propEnds are the reasons a conn's own handler may end it with.
 var propEnds = []closeReason{reasonDisconnected, reasonTimeout, reasonTooBig, reasonBinary, reasonFlood}
@@ -1138,11 +1144,12 @@ type propConn struct {
 	tiny bool // a queue of a few frames nobody drains: a slow consumer waiting to happen
 
 	// while the model holds its session
-	games  map[uuid.UUID]bool
-	last   time.Time
-	warned bool
-	queued int      // frames in a tiny conn's queue
-	want   []string // canonical frames a drained conn should get this step
+	games   map[uuid.UUID]bool
+	last    time.Time
+	touched int // when it was last active, in the model's count of touches: the idle order within one instant
+	warned  bool
+	queued  int      // frames in a tiny conn's queue
+	want    []string // canonical frames a drained conn should get this step
 
 	// once the model has ended it
 	ended     bool
@@ -1153,12 +1160,13 @@ type propConn struct {
 
 // propModel is what the hub should hold; its methods mirror the hub's decisions.
 type propModel struct {
-	cfg   hubConfig
-	step  int
-	live  map[string]*propConn
-	games map[uuid.UUID]map[*propConn]bool
-	slow  []*propConn
-	count map[string]int // what happened, for the log and the coverage check
+	cfg     hubConfig
+	touches int // activity so far, to order sessions active at the same instant
+	step    int
+	live    map[string]*propConn
+	games   map[uuid.UUID]map[*propConn]bool
+	slow    []*propConn
+	count   map[string]int // what happened, for the log and the coverage check
 }
 
 // deliver queues a frame for pc as the hub would, marking it slow when it does not fit.
@@ -1172,6 +1180,20 @@ func (m *propModel) deliver(pc *propConn, frame []byte) {
 		return
 	}
 	m.slow = append(m.slow, pc)
+}
+
+// refuse queues an error reply for pc as the hub would: a tiny conn takes it
+// only while its queue is at most half full, and is never made slow by it.
+func (m *propModel) refuse(pc *propConn, frame []byte) {
+	if !pc.tiny {
+		pc.want = append(pc.want, canonHubFrame(frame))
+		return
+	}
+	if pc.queued < pc.c.out.limit/2 {
+		pc.queued++
+		return
+	}
+	m.count["error dropped"]++
 }
 
 // broadcast delivers frame to every member of game but from.
@@ -1218,6 +1240,8 @@ func (m *propModel) command(pc *propConn, msg commandMsg, now time.Time) {
 		return
 	}
 	pc.last, pc.warned = now, false
+	m.touches++
+	pc.touched = m.touches
 	cmd := msg.cmd
 	in := pc.games[cmd.game]
 	switch {
@@ -1225,7 +1249,10 @@ func (m *propModel) command(pc *propConn, msg commandMsg, now time.Time) {
 		m.deliver(pc, msg.self)
 	case cmd.kind == cmdJoin && !in && len(pc.games) >= m.cfg.maxGames:
 		m.count["too_many_games"]++
-		m.deliver(pc, encodeError(&protoError{code: codeTooManyGames, id: cmd.id, message: "x"}))
+		m.refuse(pc, encodeError(&protoError{code: codeTooManyGames, id: cmd.id, message: "x"}))
+	case cmd.kind == cmdJoin && !in && len(m.games[cmd.game]) >= m.cfg.maxSeats:
+		m.count["game_full"]++
+		m.refuse(pc, encodeError(&protoError{code: codeGameFull, id: cmd.id, message: "x"}))
 	case cmd.kind == cmdJoin:
 		members := []member{{SID: pc.c.sid, UserID: pc.c.userID}}
 		for o := range m.games[cmd.game] {
@@ -1246,7 +1273,7 @@ func (m *propModel) command(pc *propConn, msg commandMsg, now time.Time) {
 		}
 	case !in:
 		m.count["not_in_game"]++
-		m.deliver(pc, encodeError(&protoError{code: codeNotInGame, id: cmd.id, message: "x"}))
+		m.refuse(pc, encodeError(&protoError{code: codeNotInGame, id: cmd.id, message: "x"}))
 	case cmd.kind == cmdLeave:
 		delete(pc.games, cmd.game)
 		delete(m.games[cmd.game], pc)
@@ -1263,25 +1290,38 @@ func (m *propModel) command(pc *propConn, msg commandMsg, now time.Time) {
 	m.dropSlow()
 }
 
-// sweep expires and warns as of now, oldest first as the hub does.
+// sweep expires and warns as of now, oldest first as the hub does, in steps
+// of cfg.sweepStep sessions with the slow consumers dropped after each step.
 func (m *propModel) sweep(now time.Time) {
 	timeout, warning := m.cfg.sessionTimeout, m.cfg.expiryWarning
-	var expired []*propConn
-	for _, pc := range m.live {
-		if now.Sub(pc.last) >= timeout {
-			expired = append(expired, pc)
+	order := slices.Collect(maps.Values(m.live))
+	slices.SortFunc(order, func(a, b *propConn) int { return a.touched - b.touched })
+	looked, steps := 0, 1
+	for _, pc := range order {
+		if looked == m.cfg.sweepStep {
+			m.dropSlow()
+			looked, steps = 0, steps+1
 		}
-	}
-	for _, pc := range expired {
-		m.end(pc, reasonExpired)
-	}
-	for _, pc := range m.live {
+		if m.live[pc.c.sid] != pc {
+			continue // dropped as slow meanwhile: out of the idle list, never looked at
+		}
+		looked++
 		idle := now.Sub(pc.last)
-		if warning > 0 && idle >= timeout-warning && !pc.warned {
+		if idle >= timeout {
+			m.end(pc, reasonExpired)
+			continue
+		}
+		if warning == 0 || idle < timeout-warning {
+			break
+		}
+		if !pc.warned {
 			pc.warned = true
 			m.count["warned"]++
 			m.deliver(pc, encodeExpiring(timeout-idle))
 		}
+	}
+	if steps > 1 {
+		m.count["split sweep"]++
 	}
 	m.dropSlow()
 }
@@ -1384,6 +1424,8 @@ func (p *hubProp) register() {
 	}
 	p.conns = append(p.conns, pc)
 	p.m.live[pc.c.sid] = pc
+	p.m.touches++
+	pc.touched = p.m.touches
 }
 
 // registerTaken tries a second conn with a live session's sid.
@@ -1499,10 +1541,10 @@ func (p *hubProp) check() {
 	for g, set := range p.m.games {
 		per[g.String()] = len(set)
 	}
-	if st.TotalSessions != len(p.m.live) || st.UniqueUsers != len(users) || st.ActiveGames != len(per) || !sameGameCounts(st.SessionsPerGame, per) {
+	if st.TotalSessions != len(p.m.live) || st.UniqueUsers != len(users) || st.ActiveGames != len(per) || !sameGameCounts(seatsPerGame(st), per) {
 		t.Errorf("stats %+v, model: %d sessions, %d users, games %v", st, len(p.m.live), len(users), per)
 	}
-	for g, n := range st.SessionsPerGame {
+	for g, n := range seatsPerGame(st) {
 		if n <= 0 {
 			t.Errorf("game %s listed with %d sessions", g, n)
 		}
@@ -1596,7 +1638,8 @@ func TestHubRandomized(t *testing.T) {
 		}
 		t.Logf("%d conns, %v", len(p.conns), p.m.count)
 		for _, what := range []string{"ended expired session expired", "ended disconnected slow consumer", "warned",
-			"too_many_games", "not_in_game", "relayed", "refused", "stale command"} {
+			"too_many_games", "game_full", "not_in_game", "error dropped", "relayed", "refused", "stale command",
+			"split sweep"} {
 			if *hubPropSteps >= 5000 && p.m.count[what] == 0 {
 				t.Errorf("%d steps never produced %q: the generator needs tuning", *hubPropSteps, what)
 			}

@@ -139,7 +139,7 @@ func TestJanitorStopsWithHub(t *testing.T) {
 // window of SESSION_TIMEOUT to SESSION_TIMEOUT + EXPIRY_CHECK_INTERVAL.
 func TestJanitorDrivesExpiry(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := hubConfig{sessionTimeout: 90 * time.Second, expiryWarning: 0, maxGames: 16}
+		cfg := hubConfig{sessionTimeout: 90 * time.Second, expiryWarning: 0, maxGames: 16, maxSeats: 100}
 		const interval = 40 * time.Second
 		h := startTestHub(t, cfg)
 		startTestJanitor(t, h, interval)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"math"
 	"net"
 	"net/http"
@@ -39,22 +40,37 @@ type config struct {
 	ExpiryCheckInterval time.Duration `env:"EXPIRY_CHECK_INTERVAL" envDefault:"60s"`
 	// ExpiryWarning must be shorter than SessionTimeout: it is how long before
 	// expiry the warning goes out.
-	ExpiryWarning      time.Duration `env:"EXPIRY_WARNING" envDefault:"60s"`
-	AllowedOrigins     []string      `env:"ALLOWED_ORIGINS" envSeparator:","`
-	JWTSecret          string        `env:"JWT_SECRET"`
-	RequireAuth        bool          `env:"REQUIRE_AUTH" envDefault:"false"`
-	RateLimit          float64       `env:"RATE_LIMIT" envDefault:"20"`
-	RateBurst          int           `env:"RATE_BURST" envDefault:"40"`
-	SendQueueSize      int           `env:"SEND_QUEUE_SIZE" envDefault:"256"`
+	ExpiryWarning  time.Duration `env:"EXPIRY_WARNING" envDefault:"60s"`
+	AllowedOrigins []string      `env:"ALLOWED_ORIGINS" envSeparator:","`
+	JWTSecret      string        `env:"JWT_SECRET"`
+	RequireAuth    bool          `env:"REQUIRE_AUTH" envDefault:"false"`
+	RateLimit      float64       `env:"RATE_LIMIT" envDefault:"20"`
+	RateBurst      int           `env:"RATE_BURST" envDefault:"40"`
+	SendQueueSize  int           `env:"SEND_QUEUE_SIZE" envDefault:"256"`
+	// SendQueueBytes must hold the largest frame a relay can make (a message
+	// of MaxMessageBytes and its envelope), or one such frame would make its
+	// every recipient a slow consumer.
+	SendQueueBytes     int           `env:"SEND_QUEUE_BYTES" envDefault:"4194304"`
 	MaxGamesPerSession int           `env:"MAX_GAMES_PER_SESSION" envDefault:"16"`
+	MaxGameSessions    int           `env:"MAX_GAME_SESSIONS" envDefault:"100"`
 	MaxSessions        int           `env:"MAX_SESSIONS" envDefault:"0"`
 	ShutdownTimeout    time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`
 	LogLevel           string        `env:"LOG_LEVEL" envDefault:"info"`
+	// Plain HTTP requests (health, probes, the handshake itself) get
+	// HTTPTimeout to be read and answered, and a kept-alive connection is
+	// closed after HTTPIdleTimeout without a request, so idle clients cannot
+	// hold the descriptors the probes need.
+	HTTPTimeout     time.Duration `env:"HTTP_TIMEOUT" envDefault:"10s"`
+	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"60s"`
 
 	// Not configurable: the contract fixes it at 5 s. Tests shorten it.
 	rateLimitGrace time.Duration
 	level          zerolog.Level
 }
+
+// envelopeSlack is what a relayed frame may add to the client message it
+// carries (type, game, sender); the contract fixes it at 65536.
+const envelopeSlack = 64 << 10
 
 // loadConfig reads and validates the configuration from environ (os.Environ's
 // shape). Its error names the environment variable at fault, never a Go field.
@@ -104,6 +120,8 @@ func (c *config) validate() error {
 		{"SEND_QUEUE_SIZE", c.SendQueueSize > 0},
 		{"MAX_GAMES_PER_SESSION", c.MaxGamesPerSession > 0},
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0},
+		{"HTTP_TIMEOUT", c.HTTPTimeout > 0},
+		{"HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -118,7 +136,12 @@ func (c *config) validate() error {
 	case c.SessionTimeout > 0 && c.ExpiryWarning >= c.SessionTimeout:
 		return fmt.Errorf("EXPIRY_WARNING (%s) must be shorter than SESSION_TIMEOUT (%s)", c.ExpiryWarning, c.SessionTimeout)
 	case c.MaxSessions < 0:
-		return errors.New("MAX_SESSIONS must not be negative (0 means no limit)")
+		return errors.New("MAX_SESSIONS must not be negative (0 means the descriptor limit less a reserve)")
+	case int64(c.SendQueueBytes) < c.MaxMessageBytes+envelopeSlack:
+		return fmt.Errorf("SEND_QUEUE_BYTES (%d) must be at least MAX_MESSAGE_BYTES (%d) + %d, so the largest relayed frame fits",
+			c.SendQueueBytes, c.MaxMessageBytes, envelopeSlack)
+	case c.MaxGameSessions < 2:
+		return fmt.Errorf("MAX_GAME_SESSIONS must be at least 2 (a game needs two players), not %d", c.MaxGameSessions)
 	case c.RequireAuth && c.JWTSecret == "":
 		return errors.New("REQUIRE_AUTH=true needs JWT_SECRET: without it no token can be valid")
 	}
@@ -151,6 +174,7 @@ type server struct {
 	acceptOpts websocket.AcceptOptions
 	jwtParser  *jwt.Parser
 	slots      chan struct{} // one token per session when MAX_SESSIONS is set
+	health     healthCache
 
 	handlers   sync.WaitGroup // /ws handlers still running
 	draining   atomic.Bool    // set once shutdown begins
@@ -169,10 +193,11 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			sessionTimeout: cfg.SessionTimeout,
 			expiryWarning:  cfg.ExpiryWarning,
 			maxGames:       cfg.MaxGamesPerSession,
+			maxSeats:       cfg.MaxGameSessions,
 		}, 1024),
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
-	s.acceptOpts.OriginPatterns = cfg.AllowedOrigins
+	s.acceptOpts.OriginPatterns = originPatterns(cfg.AllowedOrigins)
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
 			s.acceptOpts.InsecureSkipVerify = true // the operator asked for any origin
@@ -191,6 +216,21 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		go func() { defer s.background.Done(); janitor(janCtx, s.hub, cfg.ExpiryCheckInterval) }()
 	}
 	return s
+}
+
+// originPatterns returns the patterns the library matches Origin hosts
+// against. A browser leaves the default port out of Origin, so a pattern
+// "host:*" (any port) must also match the bare host, which the library's
+// path.Match would not.
+func originPatterns(allowed []string) []string {
+	out := make([]string, 0, len(allowed))
+	for _, p := range allowed {
+		out = append(out, p)
+		if host, ok := strings.CutSuffix(p, ":*"); ok && host != "" {
+			out = append(out, host)
+		}
+	}
+	return out
 }
 
 // routes returns the server's HTTP handler.
@@ -239,21 +279,36 @@ func (s *server) shutdown(budget time.Duration, stopHTTP func(context.Context) e
 // run serves until ctx ends, then shuts down gracefully. onListen, when set,
 // learns the address actually bound (LISTEN_ADDR may ask for port 0).
 func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.Addr)) error {
+	limit, err := sessionLimit(cfg.MaxSessions)
+	if err != nil {
+		return err
+	}
+	cfg.MaxSessions = limit.sessions
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("LISTEN_ADDR=%q: %w", cfg.ListenAddr, err)
 	}
 	s := newServer(cfg, log)
+	// The timeouts are for plain HTTP: a hijacked WebSocket's deadlines are
+	// cleared by net/http, and its liveness is the pings'.
 	srv := &http.Server{
 		Handler:           s.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HTTPTimeout,
+		ReadTimeout:       cfg.HTTPTimeout,
+		WriteTimeout:      cfg.HTTPTimeout,
+		IdleTimeout:       cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          httpErrorLog(log),
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	// Logged at no level, so every LOG_LEVEL but disabled shows where to connect.
 	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
-		Dur("session_timeout", cfg.SessionTimeout).Msg("listening")
+		Dur("session_timeout", cfg.SessionTimeout).Int("max_sessions", limit.sessions).
+		Str("max_sessions_from", limit.from).Msg("listening")
+	if limit.warning != "" {
+		log.Warn().Int("max_sessions", limit.sessions).Uint64("fd_limit", limit.fds).Msg(limit.warning)
+	}
 	if cfg.SessionTimeout > 0 && cfg.ExpiryWarning > 0 && cfg.ExpiryWarning < cfg.ExpiryCheckInterval {
 		log.Warn().Msg("EXPIRY_WARNING is shorter than EXPIRY_CHECK_INTERVAL: some sessions may expire without a warning")
 	}
@@ -272,6 +327,23 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 	<-serveErr // Serve returns ErrServerClosed once Shutdown has begun
 	log.Info().Dur("duration", time.Since(start)).Err(err).Msg("stopped")
 	return err
+}
+
+// httpErrorLog sends the HTTP server's own error lines (accept errors, TLS
+// handshakes, panics in handlers) through the structured log as warnings,
+// instead of plain text beside it.
+func httpErrorLog(log zerolog.Logger) *stdlog.Logger {
+	l := log.With().Str("component", "http").Logger()
+	return stdlog.New(httpLogWriter{l}, "", 0)
+}
+
+// httpLogWriter turns each line the standard logger writes into one warning.
+type httpLogWriter struct{ log zerolog.Logger }
+
+// Write logs p, one line, as a warning.
+func (w httpLogWriter) Write(p []byte) (int, error) {
+	w.log.Warn().Msg(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func main() {

@@ -44,11 +44,15 @@ func contractDefaults() config {
 		RateLimit:           20,
 		RateBurst:           40,
 		SendQueueSize:       256,
+		SendQueueBytes:      4194304,
 		MaxGamesPerSession:  16,
+		MaxGameSessions:     100,
 		MaxSessions:         0,
 		ShutdownTimeout:     10 * time.Second,
 		LogLevel:            "info",
-		rateLimitGrace:      5 * time.Second, // "rate limited continuously for more than 5 s"
+		HTTPTimeout:         10 * time.Second, // not in the contract: dugout's own
+		HTTPIdleTimeout:     60 * time.Second, // not in the contract: dugout's own
+		rateLimitGrace:      5 * time.Second,  // "rate limited continuously for more than 5 s"
 		level:               zerolog.InfoLevel,
 	}
 }
@@ -96,7 +100,8 @@ func TestConfigDefaultsMatchContract(t *testing.T) {
 	t.Run("every variable has a default in the table", func(t *testing.T) {
 		want := []string{"LISTEN_ADDR", "PING_INTERVAL", "PING_TIMEOUT", "MAX_MESSAGE_BYTES", "SESSION_TIMEOUT",
 			"EXPIRY_CHECK_INTERVAL", "EXPIRY_WARNING", "ALLOWED_ORIGINS", "JWT_SECRET", "REQUIRE_AUTH", "RATE_LIMIT",
-			"RATE_BURST", "SEND_QUEUE_SIZE", "MAX_GAMES_PER_SESSION", "MAX_SESSIONS", "SHUTDOWN_TIMEOUT", "LOG_LEVEL"}
+			"RATE_BURST", "SEND_QUEUE_SIZE", "MAX_GAMES_PER_SESSION", "MAX_SESSIONS", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
+			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT"}
 		fields := configFields()
 		for _, key := range want {
 			if _, ok := fields[key]; !ok {
@@ -212,6 +217,7 @@ func TestConfigValidOverrides(t *testing.T) {
 			"SESSION_TIMEOUT=2m", "EXPIRY_CHECK_INTERVAL=10s", "EXPIRY_WARNING=30s", "ALLOWED_ORIGINS=a.example,b.example",
 			"JWT_SECRET=k", "REQUIRE_AUTH=true", "RATE_LIMIT=5", "RATE_BURST=10", "SEND_QUEUE_SIZE=64",
 			"MAX_GAMES_PER_SESSION=4", "MAX_SESSIONS=1000", "SHUTDOWN_TIMEOUT=30s", "LOG_LEVEL=error",
+			"SEND_QUEUE_BYTES=100000", "MAX_GAME_SESSIONS=2", "HTTP_TIMEOUT=3s", "HTTP_IDLE_TIMEOUT=7s",
 		}, func(c *config) {
 			*c = config{
 				ListenAddr: ":9090", PingInterval: 10 * time.Second, PingTimeout: 20 * time.Second, MaxMessageBytes: 4096,
@@ -219,6 +225,7 @@ func TestConfigValidOverrides(t *testing.T) {
 				AllowedOrigins: []string{"a.example", "b.example"}, JWTSecret: "k", RequireAuth: true, RateLimit: 5,
 				RateBurst: 10, SendQueueSize: 64, MaxGamesPerSession: 4, MaxSessions: 1000, ShutdownTimeout: 30 * time.Second,
 				LogLevel: "error", rateLimitGrace: 5 * time.Second, level: zerolog.ErrorLevel,
+				SendQueueBytes: 100000, MaxGameSessions: 2, HTTPTimeout: 3 * time.Second, HTTPIdleTimeout: 7 * time.Second,
 			}
 		}},
 	} {
@@ -284,6 +291,18 @@ func TestConfigInvalidValuesNameTheVariable(t *testing.T) {
 		{"MAX_GAMES_PER_SESSION unparsable", []string{"MAX_GAMES_PER_SESSION=lots"}, []string{"MAX_GAMES_PER_SESSION"}},
 		{"MAX_GAMES_PER_SESSION zero", []string{"MAX_GAMES_PER_SESSION=0"}, []string{"MAX_GAMES_PER_SESSION"}},
 		{"MAX_GAMES_PER_SESSION negative", []string{"MAX_GAMES_PER_SESSION=-3"}, []string{"MAX_GAMES_PER_SESSION"}},
+		{"SEND_QUEUE_BYTES unparsable", []string{"SEND_QUEUE_BYTES=4MB"}, []string{"SEND_QUEUE_BYTES"}},
+		{"SEND_QUEUE_BYTES zero", []string{"SEND_QUEUE_BYTES=0"}, []string{"SEND_QUEUE_BYTES", "MAX_MESSAGE_BYTES"}},
+		{"SEND_QUEUE_BYTES negative", []string{"SEND_QUEUE_BYTES=-1"}, []string{"SEND_QUEUE_BYTES", "MAX_MESSAGE_BYTES"}},
+		{"SEND_QUEUE_BYTES one short of the largest frame", []string{"SEND_QUEUE_BYTES=1065535"}, []string{"SEND_QUEUE_BYTES", "MAX_MESSAGE_BYTES"}},
+		{"SEND_QUEUE_BYTES below a raised MAX_MESSAGE_BYTES", []string{"MAX_MESSAGE_BYTES=8000000"}, []string{"SEND_QUEUE_BYTES", "MAX_MESSAGE_BYTES"}},
+		{"MAX_GAME_SESSIONS unparsable", []string{"MAX_GAME_SESSIONS=all"}, []string{"MAX_GAME_SESSIONS"}},
+		{"MAX_GAME_SESSIONS zero", []string{"MAX_GAME_SESSIONS=0"}, []string{"MAX_GAME_SESSIONS"}},
+		{"MAX_GAME_SESSIONS one", []string{"MAX_GAME_SESSIONS=1"}, []string{"MAX_GAME_SESSIONS"}},
+		{"MAX_GAME_SESSIONS negative", []string{"MAX_GAME_SESSIONS=-2"}, []string{"MAX_GAME_SESSIONS"}},
+		{"HTTP_TIMEOUT zero", []string{"HTTP_TIMEOUT=0"}, []string{"HTTP_TIMEOUT"}},
+		{"HTTP_TIMEOUT unparsable", []string{"HTTP_TIMEOUT=10"}, []string{"HTTP_TIMEOUT"}},
+		{"HTTP_IDLE_TIMEOUT negative", []string{"HTTP_IDLE_TIMEOUT=-1s"}, []string{"HTTP_IDLE_TIMEOUT"}},
 		{"MAX_SESSIONS unparsable", []string{"MAX_SESSIONS=unlimited"}, []string{"MAX_SESSIONS"}},
 		{"MAX_SESSIONS negative", []string{"MAX_SESSIONS=-1"}, []string{"MAX_SESSIONS"}},
 		{"SHUTDOWN_TIMEOUT unparsable", []string{"SHUTDOWN_TIMEOUT=later"}, []string{"SHUTDOWN_TIMEOUT"}},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -24,8 +25,10 @@ type closeReason struct {
 }
 
 // The close-reason table. Presence reasons are the contract's words.
+// reasonDisconnected is a connection lost without a close frame, which the
+// WebSocket spec logs as 1006; a peer that did close gets peerClosed.
 var (
-	reasonDisconnected = closeReason{websocket.StatusNormalClosure, "", presenceDisconnected, false}
+	reasonDisconnected = closeReason{websocket.StatusAbnormalClosure, "", presenceDisconnected, false}
 	reasonExpired      = closeReason{4000, "session expired", presenceExpired, true}
 	reasonShutdown     = closeReason{websocket.StatusGoingAway, "server shutting down", presenceDisconnected, true}
 	reasonTooBig       = closeReason{websocket.StatusMessageTooBig, "message too big", presenceDisconnected, true}
@@ -34,6 +37,12 @@ var (
 	reasonFlood        = closeReason{websocket.StatusPolicyViolation, "rate limited", presenceDisconnected, true}
 	reasonTimeout      = closeReason{websocket.StatusAbnormalClosure, "", presenceTimeout, false}
 )
+
+// peerClosed is the reason of a connection the client ended with a close frame
+// carrying code: the session ends as disconnected, and the log shows the code.
+func peerClosed(code websocket.StatusCode) closeReason {
+	return closeReason{code, "", presenceDisconnected, false}
+}
 
 // Presence words: why a member is no longer in a game.
 const (
@@ -52,6 +61,7 @@ const (
 	codeNotInGame      = "not_in_game"
 	codeTooManyGames   = "too_many_games"
 	codeRateLimited    = "rate_limited"
+	codeGameFull       = "game_full"
 )
 
 // Limits the contract puts on client frames.
@@ -105,6 +115,61 @@ type command struct {
 	dice     []int           // roll_dice only
 }
 
+// diceList decodes a dice array, refusing one longer than the contract allows
+// at its eleventh element, without decoding the rest: a roll_dice may be as
+// large as MAX_MESSAGE_BYTES, and half a million dice cost 172 ms to decode
+// into a []int. Its elements must be JSON integers, as for a []int.
+type diceList []int
+
+// errTooManyDice is what a dice array longer than maxDice decodes to.
+var errTooManyDice = errors.New("too many dice")
+
+// errNotDice is what any other malformed dice array decodes to.
+var errNotDice = errors.New("dice must be an array of integers")
+
+// UnmarshalJSON reads raw, which encoding/json has already checked is valid JSON.
+func (d *diceList) UnmarshalJSON(raw []byte) error {
+	if string(raw) == "null" {
+		return nil
+	}
+	if len(raw) < 2 || raw[0] != '[' {
+		return errNotDice
+	}
+	dice := make([]int, 0, maxDice)
+	rest := bytes.TrimLeft(raw[1:], " \t\r\n")
+	if len(rest) > 0 && rest[0] == ']' {
+		*d = dice
+		return nil
+	}
+	for {
+		if len(dice) == maxDice {
+			return errTooManyDice
+		}
+		end := 0
+		for end < len(rest) && (rest[end] == '-' || rest[end] >= '0' && rest[end] <= '9') {
+			end++
+		}
+		n, err := strconv.Atoi(string(rest[:end]))
+		if err != nil {
+			return errNotDice // a fraction, an exponent, a string, an object, or out of range
+		}
+		dice = append(dice, n)
+		rest = bytes.TrimLeft(rest[end:], " \t\r\n")
+		if len(rest) == 0 {
+			return errNotDice
+		}
+		switch rest[0] {
+		case ']':
+			*d = dice
+			return nil
+		case ',':
+			rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+		default:
+			return errNotDice
+		}
+	}
+}
+
 // protoError is a client mistake that becomes an error frame; the conn stays open.
 type protoError struct {
 	code    string
@@ -148,7 +213,7 @@ type fastFrame struct {
 	Data struct {
 		GameID   string          `json:"game_id"`
 		Decision json.RawMessage `json:"decision"`
-		Dice     []int           `json:"dice"`
+		Dice     diceList        `json:"dice"`
 	} `json:"data"`
 }
 
@@ -184,7 +249,7 @@ func decodeFast(msg []byte) (command, bool) {
 		cmd.decision = f.Data.Decision
 	case cmdRoll:
 		cmd.dice = f.Data.Dice
-		if cmd.dice == nil {
+		if f.Data.Dice == nil {
 			cmd.dice = defaultDice
 		} else if checkDice(cmd.dice) != "" {
 			return command{}, false
@@ -269,9 +334,14 @@ func decodeStrict(msg []byte) (command, *protoError) {
 			cmd.dice = defaultDice
 			break
 		}
-		if err := json.Unmarshal(d.Dice, &cmd.dice); err != nil {
+		var dice diceList
+		if err := json.Unmarshal(d.Dice, &dice); err != nil {
+			if errors.Is(err, errTooManyDice) {
+				return fail(codeInvalidMessage, checkDice(make([]int, maxDice+1)))
+			}
 			return fail(codeInvalidMessage, "data.dice must be an array of integers")
 		}
+		cmd.dice = dice
 		if msg := checkDice(cmd.dice); msg != "" {
 			return fail(codeInvalidMessage, msg)
 		}
@@ -476,4 +546,125 @@ func withID(frame []byte, id string) []byte {
 	out = append(out, `,"id":`...)
 	out = append(out, quoted...)
 	return append(out, frame[cut:]...)
+}
+
+// idScanLimit bounds the bytes scanID reads. A refused message must cost the
+// server next to nothing, yet its reply should still carry its id; a client
+// that writes its frames as type, id, data (as JSON.stringify of an object
+// literal in that order does) has its id within the first few dozen bytes.
+const idScanLimit = 4096
+
+// scanID finds a frame's top-level "id" without decoding the frame, reading at
+// most idScanLimit bytes, and returns it when it is a string the contract
+// allows as an id; otherwise "". It serves the rate limiter, which must echo a
+// refused message's id at a cost that does not grow with the message.
+func scanID(msg []byte) string {
+	sc := idScanner{b: msg[:min(len(msg), idScanLimit)]}
+	if !sc.expect('{') {
+		return ""
+	}
+	for {
+		key, ok := sc.str()
+		if !ok || !sc.expect(':') {
+			return ""
+		}
+		if bytes.EqualFold(key, []byte(`"id"`)) { // encoding/json matches names case-insensitively too
+			raw, ok := sc.str()
+			if !ok {
+				return ""
+			}
+			var id string
+			if json.Unmarshal(raw, &id) != nil || utf8.RuneCountInString(id) > maxIDLen {
+				return ""
+			}
+			return id
+		}
+		if !sc.skipValue() || !sc.expect(',') {
+			return ""
+		}
+	}
+}
+
+// idScanner walks the start of a JSON object token by token. Every method
+// reports false when the input ends or is not what it expects, and the scan
+// is abandoned: the frame is refused either way, so any doubt means no id.
+type idScanner struct {
+	b []byte
+	i int
+}
+
+// space skips JSON white space.
+func (s *idScanner) space() {
+	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\r' || s.b[s.i] == '\n') {
+		s.i++
+	}
+}
+
+// expect consumes the byte c after white space.
+func (s *idScanner) expect(c byte) bool {
+	s.space()
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// str consumes a JSON string and returns it with its quotes.
+func (s *idScanner) str() ([]byte, bool) {
+	s.space()
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return nil, false
+	}
+	start := s.i
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			s.i++
+		case '"':
+			s.i++
+			return s.b[start:s.i], true
+		}
+	}
+	return nil, false
+}
+
+// skipValue consumes one JSON value of any kind.
+func (s *idScanner) skipValue() bool {
+	s.space()
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '"':
+		_, ok := s.str()
+		return ok
+	case '{', '[':
+		depth := 0
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case '"':
+				if _, ok := s.str(); !ok {
+					return false
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					s.i++
+					return true
+				}
+			}
+			s.i++
+		}
+		return false
+	default: // a number, true, false or null
+		start := s.i
+		for s.i < len(s.b) && strings.IndexByte(",}] \t\r\n", s.b[s.i]) < 0 {
+			s.i++
+		}
+		return s.i > start && s.i < len(s.b)
+	}
 }

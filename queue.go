@@ -8,45 +8,82 @@ import "sync"
 // empties after a burst, because a buffered channel of SEND_QUEUE_SIZE would
 // hold 256 slice headers (6 KiB) for every idle connection. Pushing never
 // waits: the lock is held only to move a slice header, never across I/O.
+//
+// It is bounded twice, in frames and in bytes, because a frame may be as large
+// as MAX_MESSAGE_BYTES: SEND_QUEUE_SIZE frames of a megabyte each would let one
+// member that stops reading pin a quarter of a gigabyte.
 type sendQueue struct {
 	// set at construction
-	limit int           // frames queued before the conn counts as a slow consumer
-	ready chan struct{} // capacity 1: wakes the writer; never closed
+	limit      int           // frames queued before the conn counts as a slow consumer
+	limitBytes int           // bytes queued before the conn counts as a slow consumer
+	ready      chan struct{} // capacity 1: wakes the writer; never closed
 
-	mu   sync.Mutex
-	buf  [][]byte // ring storage, nil while idle
-	head int      // index of the oldest frame
-	n    int      // frames queued
+	mu        sync.Mutex
+	buf       [][]byte // ring storage, nil while idle
+	head      int      // index of the oldest frame
+	n         int      // frames queued
+	bytes     int      // bytes queued
+	discarded bool     // the conn is ending: nothing queued will be written
 }
 
 // queueKeep is the ring size kept after the queue drains; a larger ring, left
 // by a burst, is released to the garbage collector.
 const queueKeep = 8
 
-// newSendQueue returns an empty queue that holds at most limit frames.
-func newSendQueue(limit int) *sendQueue {
-	return &sendQueue{limit: limit, ready: make(chan struct{}, 1)}
+// newSendQueue returns an empty queue that holds at most limit frames and
+// limitBytes bytes.
+func newSendQueue(limit, limitBytes int) *sendQueue {
+	return &sendQueue{limit: limit, limitBytes: limitBytes, ready: make(chan struct{}, 1)}
 }
 
-// push appends frame without waiting and reports false, dropping it, when the
-// queue already holds limit frames.
+// push appends frame without waiting and reports false, dropping it, when it
+// does not fit: the queue holds limit frames already, or frame would take it
+// past limitBytes. A discarded queue takes every frame and keeps none, so a
+// conn that is already ending is never reported slow again.
 func (q *sendQueue) push(frame []byte) bool {
+	return q.add(frame, q.limit, q.limitBytes) != pushFull
+}
+
+// offer queues frame only while the queue is at most half full, in frames and
+// in bytes, and reports whether it did. Replies to a client's own refused
+// messages go through offer: a client that bursts far past its rate limit gets
+// as many of them as it reads, and is never made a slow consumer by them.
+func (q *sendQueue) offer(frame []byte) bool {
+	return q.add(frame, q.limit/2, q.limitBytes/2) == pushQueued
+}
+
+// pushResult says what add did with a frame.
+type pushResult uint8
+
+const (
+	pushQueued  pushResult = iota
+	pushFull               // over the bound given
+	pushDropped            // the queue is discarded
+)
+
+// add appends frame when the queue stays within frames and bytes.
+func (q *sendQueue) add(frame []byte, frames, bytes int) pushResult {
 	q.mu.Lock()
-	if q.n >= q.limit {
+	if q.discarded {
 		q.mu.Unlock()
-		return false
+		return pushDropped
+	}
+	if q.n >= frames || q.bytes+len(frame) > bytes {
+		q.mu.Unlock()
+		return pushFull
 	}
 	if q.n == len(q.buf) {
 		q.grow()
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = frame
 	q.n++
+	q.bytes += len(frame)
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
 	default: // the writer has a wake-up pending already
 	}
-	return true
+	return pushQueued
 }
 
 // grow doubles the ring (from 2, up to limit), keeping the frames in order.
@@ -71,10 +108,21 @@ func (q *sendQueue) pop() ([]byte, bool) {
 	q.buf[q.head] = nil // the ring must not keep a sent frame alive
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
+	q.bytes -= len(frame)
 	if q.n == 0 && len(q.buf) > queueKeep {
 		q.buf, q.head = nil, 0
 	}
 	return frame, true
+}
+
+// discard drops every queued frame and every later one. A conn that is ending
+// writes nothing more from its queue, so what it holds is released at once
+// rather than when the conn's goroutines return (a slow consumer's may wait a
+// whole PING_TIMEOUT on its close).
+func (q *sendQueue) discard() {
+	q.mu.Lock()
+	q.buf, q.head, q.n, q.bytes, q.discarded = nil, 0, 0, 0, true
+	q.mu.Unlock()
 }
 
 // len returns the number of frames queued.
@@ -82,4 +130,11 @@ func (q *sendQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.n
+}
+
+// size returns the number of bytes queued.
+func (q *sendQueue) size() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
 }

@@ -16,7 +16,7 @@ func (q *sendQueue) next() []byte {
 // once a burst has drained.
 func TestSendQueue(t *testing.T) {
 	t.Run("order across growth and wrap-around", func(t *testing.T) {
-		q := newSendQueue(64)
+		q := newSendQueue(64, testQueueBytes)
 		next, want := 0, 0
 		for round := range 50 {
 			for range round%7 + 1 {
@@ -38,7 +38,7 @@ func TestSendQueue(t *testing.T) {
 		}
 	})
 	t.Run("refuses past the limit and accepts again after a pop", func(t *testing.T) {
-		q := newSendQueue(3)
+		q := newSendQueue(3, testQueueBytes)
 		for i := range 3 {
 			if !q.push([]byte{byte(i)}) {
 				t.Fatalf("push %d refused", i)
@@ -58,7 +58,7 @@ func TestSendQueue(t *testing.T) {
 		}
 	})
 	t.Run("a push wakes the writer once", func(t *testing.T) {
-		q := newSendQueue(4)
+		q := newSendQueue(4, testQueueBytes)
 		q.push([]byte{1})
 		q.push([]byte{2})
 		select {
@@ -73,7 +73,7 @@ func TestSendQueue(t *testing.T) {
 		}
 	})
 	t.Run("the ring is released after a burst and kept when small", func(t *testing.T) {
-		q := newSendQueue(256)
+		q := newSendQueue(256, testQueueBytes)
 		for range 200 {
 			q.push([]byte{1})
 		}
@@ -90,7 +90,7 @@ func TestSendQueue(t *testing.T) {
 		}
 	})
 	t.Run("popping an empty queue", func(t *testing.T) {
-		if _, ok := newSendQueue(1).pop(); ok {
+		if _, ok := newSendQueue(1, testQueueBytes).pop(); ok {
 			t.Fatal("pop on an empty queue reported a frame")
 		}
 	})

@@ -30,15 +30,27 @@ type session struct {
 // checked by checkIndex in the tests after every step:
 //   - every session in byUser and byGame is in sessions, and vice versa for its user and games;
 //   - no empty user set and no empty game set survives;
-//   - the idle list holds exactly the sessions, ordered by lastActivity.
+//   - the idle list holds exactly the sessions, ordered by lastActivity;
+//   - seats counts exactly the members of each game in byGame.
 //
 // It is hub-owned data: only the hub goroutine calls its methods.
 type index struct {
 	sessions map[string]*session
 	byUser   map[int64]map[*session]struct{}
 	byGame   map[uuid.UUID]map[*session]struct{}
+	seats    *seatCounts // byGame's sizes, in a form health can copy cheaply
+
+	// version changes whenever a count health reports may have changed, so
+	// health can tell that what it rendered last is still true.
+	version uint64
 
 	oldest, newest *session // the idle list's ends
+
+	// cursor is the session a sweep in progress looks at next, nil when no
+	// sweep is in progress. Whatever takes a session out of the idle list
+	// (removal, activity) moves the cursor on to the next newer one, so a
+	// sweep split into steps never skips a session nor looks at one twice.
+	cursor *session
 }
 
 // newIndex returns an empty index.
@@ -47,6 +59,8 @@ func newIndex() *index {
 		sessions: make(map[string]*session),
 		byUser:   make(map[int64]map[*session]struct{}),
 		byGame:   make(map[uuid.UUID]map[*session]struct{}),
+		seats:    newSeatCounts(),
+		version:  1, // a caller that holds nothing holds version 0
 	}
 }
 
@@ -59,6 +73,7 @@ func (x *index) add(s *session, now time.Time) bool {
 	s.lastActivity = now
 	s.games = nil
 	x.sessions[s.sid] = s
+	x.version++
 	if s.userID != nil {
 		set := x.byUser[*s.userID]
 		if set == nil {
@@ -79,6 +94,7 @@ func (x *index) remove(sid string) (*session, []uuid.UUID) {
 		return nil, nil
 	}
 	delete(x.sessions, sid)
+	x.version++
 	if s.userID != nil {
 		set := x.byUser[*s.userID]
 		delete(set, s)
@@ -111,6 +127,8 @@ func (x *index) join(s *session, game uuid.UUID) bool {
 		x.byGame[game] = set
 	}
 	set[s] = struct{}{}
+	x.seats.add(game, 1)
+	x.version++
 	return true
 }
 
@@ -134,12 +152,19 @@ func (x *index) dropMember(game uuid.UUID, s *session) {
 	if len(set) == 0 {
 		delete(x.byGame, game)
 	}
+	x.seats.add(game, -1)
+	x.version++
 }
 
 // inGame reports whether s is a member of game.
 func (x *index) inGame(s *session, game uuid.UUID) bool {
 	_, in := s.games[game]
 	return in
+}
+
+// seatsIn returns how many seats game has.
+func (x *index) seatsIn(game uuid.UUID) int {
+	return len(x.byGame[game])
 }
 
 // members returns game's member set; nil when nobody is in it.
@@ -172,6 +197,9 @@ func (x *index) pushNewest(s *session) {
 
 // unlink takes s out of the idle list.
 func (x *index) unlink(s *session) {
+	if x.cursor == s {
+		x.cursor = s.newer
+	}
 	if s.older != nil {
 		s.older.newer = s.newer
 	} else if x.oldest == s {
