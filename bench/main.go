@@ -6,6 +6,7 @@
 //	go run ./bench idle    [-n 10000] [-hold 30s] [-jwt]
 //	go run ./bench fanout  [-games 1000] [-members 4] [-interval 1000] [-duration 20s]
 //	go run ./bench churn   [-waves 5] [-clients 2000]
+//	go run ./bench hostile -scenario flood|nonreaders|fds|healthloop|expiry|join
 package main
 
 import (
@@ -53,6 +54,7 @@ type options struct {
 	logLevel            string
 	dugoutBin, baseBin  string
 	version             string // the dugout source measured
+	hostile             hostileOptions
 }
 
 // durValue is a duration flag that also takes a bare number in unit.
@@ -81,11 +83,12 @@ func (v durValue) Set(s string) error {
 	return nil
 }
 
-const usage = `usage: go run ./bench <idle|fanout|churn> [flags]
+const usage = `usage: go run ./bench <idle|fanout|churn|hostile> [flags]
 
   idle    hold N connections open and idle: connect rate, memory and CPU per connection
   fanout  G games of M members each sending a decision every I ms: throughput and latency
   churn   waves of clients that connect, join, play, then leave or vanish: cleanup
+  hostile -scenario S: one kind of abuse against dugout alone, and a bystander's latency beside it
 
 Run "go run ./bench <mode> -h" for the flags. Details in bench/README.md.
 `
@@ -96,12 +99,16 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o := &options{mode: args[0]}
 	switch o.mode {
-	case "idle", "fanout", "churn":
+	case "idle", "fanout", "churn", "hostile":
 	default:
 		return nil, fmt.Errorf("unknown mode %q\n%s", o.mode, usage)
 	}
 	fs := flag.NewFlagSet("bench "+o.mode, flag.ContinueOnError)
-	servers := fs.String("server", "dugout,baseline", "servers to run, comma-separated: dugout, baseline")
+	defServers := "dugout,baseline"
+	if o.mode == "hostile" {
+		defServers = "dugout"
+	}
+	servers := fs.String("server", defServers, "servers to run, comma-separated: dugout, baseline")
 	fs.IntVar(&o.n, "n", 10000, "idle: connections to hold")
 	fs.IntVar(&o.games, "games", 0, "fanout/churn: games (default 1000 for fanout, 500 for churn)")
 	fs.IntVar(&o.members, "members", 4, "fanout: members per game")
@@ -140,6 +147,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "LOG_LEVEL of dugout (the baseline logs nothing per connection)")
 	fs.StringVar(&o.dugoutBin, "dugout-bin", "", "use this dugout binary instead of building one")
 	fs.StringVar(&o.baseBin, "baseline-bin", "", "use this baseline binary instead of building one")
+	if o.mode == "hostile" {
+		o.hostile.register(fs)
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
@@ -153,6 +163,11 @@ func parseOptions(args []string) (*options, error) {
 		}
 		if !slices.Contains(o.servers, s) {
 			o.servers = append(o.servers, s)
+		}
+	}
+	if o.mode == "hostile" {
+		if err := o.resolveHostile(fs); err != nil {
+			return nil, err
 		}
 	}
 	if o.games == 0 {
@@ -185,6 +200,8 @@ func (o *options) conns() int {
 		return o.n
 	case "fanout":
 		return o.games * o.members
+	case "hostile":
+		return o.hostileConns()
 	}
 	return o.clients
 }
@@ -203,12 +220,17 @@ func (o *options) params() map[string]any {
 	case "churn":
 		p["waves"], p["clients"], p["games"], p["decisions"] = o.waves, o.clients, o.games, o.decisions
 		p["settle"] = o.settle.String()
+	case "hostile":
+		o.hostileParams(p)
 	}
 	return p
 }
 
 // serverEnv is the environment both servers get (the baseline ignores what it does not know).
 func (o *options) serverEnv() map[string]string {
+	if o.mode == "hostile" {
+		return o.hostileEnv()
+	}
 	env := map[string]string{
 		"LISTEN_ADDR":   "127.0.0.1:0",
 		"PING_INTERVAL": o.pingInterval.String(),
@@ -240,6 +262,8 @@ func (o *options) figures() []figure {
 		f = idleFigures
 	case "fanout":
 		f = fanoutFigures
+	case "hostile":
+		f = o.hostileFigures()
 	default:
 		f = churnFigures(o.waves)
 	}
@@ -374,7 +398,8 @@ func run(ctx context.Context, o *options, pinNote string) int {
 	if o.dugoutBin == "" {
 		o.version = sourceVersion() // before the build, so a commit landing meanwhile is not credited
 	}
-	if bins["dugout"] == "" || bins["baseline"] == "" {
+	needBase := bins["baseline"] == "" && slices.Contains(o.servers, "baseline")
+	if bins["dugout"] == "" || needBase {
 		dir, err := os.MkdirTemp("", "dugout-bench-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -450,7 +475,11 @@ func measure(ctx context.Context, o *options, name, bin string, d *dialer) resul
 			logf("%s", busyNote)
 		}
 	}
-	p, err := startServer(name, bin, o.serverEnv(), o.cpuServer)
+	start := startServer
+	if o.mode == "hostile" {
+		start = o.startHostile // fds: under prlimit
+	}
+	p, err := start(name, bin, o.serverEnv(), o.cpuServer)
 	if err != nil {
 		return result{err: err}
 	}
@@ -478,6 +507,8 @@ func measure(ctx context.Context, o *options, name, bin string, d *dialer) resul
 		m, err = runFanout(ctx, o, p, d)
 	case "churn":
 		m, err = runChurn(ctx, o, p, d)
+	case "hostile":
+		m, err = runHostile(ctx, o, p, d)
 	}
 	if m != nil {
 		m.set("run_other_cpu_pct", otherPct(s0, snap(p.pid)))
@@ -662,6 +693,8 @@ func paramLine(o *options) string {
 			o.interval.Milliseconds(), o.duration, o.warmup)
 	case "churn":
 		s = fmt.Sprintf("waves=%d clients=%d games=%d decisions=%d", o.waves, o.clients, o.games, o.decisions)
+	case "hostile":
+		s = o.hostileParamLine()
 	}
 	s += fmt.Sprintf(" ping_interval=%s ping_timeout=%s jwt=%t runs=%d log_level=%s", o.pingInterval,
 		o.pingTimeout, o.jwt, o.runs, o.logLevel)
