@@ -115,11 +115,17 @@ type command struct {
 	dice     []int           // roll_dice only
 }
 
-// diceList decodes a dice array, refusing one longer than the contract allows
-// at its eleventh element, without decoding the rest: a roll_dice may be as
-// large as MAX_MESSAGE_BYTES, and half a million dice cost 172 ms to decode
-// into a []int. Its elements must be JSON integers, as for a []int.
-type diceList []int
+// diceField decodes a dice array, refusing one longer than the contract
+// allows at its eleventh element, without decoding the rest: a roll_dice may
+// be as large as MAX_MESSAGE_BYTES, and half a million dice cost 172 ms to
+// decode into a []int. Its elements must be JSON integers, as for a []int.
+// A malformed array is kept as err rather than returned, so that the frame's
+// other fields are still decoded in the same pass and the error can be
+// reported without decoding the frame again.
+type diceField struct {
+	dice []int // nil when absent or null
+	err  error // errTooManyDice or errNotDice
+}
 
 // errTooManyDice is what a dice array longer than maxDice decodes to.
 var errTooManyDice = errors.New("too many dice")
@@ -128,22 +134,27 @@ var errTooManyDice = errors.New("too many dice")
 var errNotDice = errors.New("dice must be an array of integers")
 
 // UnmarshalJSON reads raw, which encoding/json has already checked is valid JSON.
-func (d *diceList) UnmarshalJSON(raw []byte) error {
+func (d *diceField) UnmarshalJSON(raw []byte) error {
+	d.dice, d.err = parseDice(raw)
+	return nil
+}
+
+// parseDice reads a JSON array of at most maxDice integers.
+func parseDice(raw []byte) ([]int, error) {
 	if string(raw) == "null" {
-		return nil
+		return nil, nil
 	}
 	if len(raw) < 2 || raw[0] != '[' {
-		return errNotDice
+		return nil, errNotDice
 	}
 	dice := make([]int, 0, maxDice)
 	rest := bytes.TrimLeft(raw[1:], " \t\r\n")
 	if len(rest) > 0 && rest[0] == ']' {
-		*d = dice
-		return nil
+		return dice, nil
 	}
 	for {
 		if len(dice) == maxDice {
-			return errTooManyDice
+			return nil, errTooManyDice
 		}
 		end := 0
 		for end < len(rest) && (rest[end] == '-' || rest[end] >= '0' && rest[end] <= '9') {
@@ -151,23 +162,30 @@ func (d *diceList) UnmarshalJSON(raw []byte) error {
 		}
 		n, err := strconv.Atoi(string(rest[:end]))
 		if err != nil {
-			return errNotDice // a fraction, an exponent, a string, an object, or out of range
+			return nil, errNotDice // a fraction, an exponent, a string, an object, or out of range
 		}
 		dice = append(dice, n)
 		rest = bytes.TrimLeft(rest[end:], " \t\r\n")
 		if len(rest) == 0 {
-			return errNotDice
+			return nil, errNotDice
 		}
 		switch rest[0] {
 		case ']':
-			*d = dice
-			return nil
+			return dice, nil
 		case ',':
 			rest = bytes.TrimLeft(rest[1:], " \t\r\n")
 		default:
-			return errNotDice
+			return nil, errNotDice
 		}
 	}
+}
+
+// diceProblem is the message for a dice array parseDice refused.
+func diceProblem(err error) string {
+	if errors.Is(err, errTooManyDice) {
+		return fmt.Sprintf("data.dice must hold %d to %d dice", minDice, maxDice)
+	}
+	return "data.dice must be an array of integers"
 }
 
 // protoError is a client mistake that becomes an error frame; the conn stays open.
@@ -192,15 +210,15 @@ type envelope struct {
 type gameData struct {
 	GameID   json.RawMessage `json:"game_id"`
 	Decision json.RawMessage `json:"decision"`
-	Dice     json.RawMessage `json:"dice"`
+	Dice     diceField       `json:"dice"`
 }
 
 // decode turns one text message into a command, or into the protoError the
 // client must be told about. It is a pure function so it can be fuzzed and
 // run in the reader goroutine, keeping JSON work out of the hub.
 func decode(msg []byte) (command, *protoError) {
-	if cmd, ok := decodeFast(msg); ok {
-		return cmd, nil
+	if cmd, perr, ok := decodeFast(msg); ok {
+		return cmd, perr
 	}
 	return decodeStrict(msg)
 }
@@ -213,49 +231,55 @@ type fastFrame struct {
 	Data struct {
 		GameID   string          `json:"game_id"`
 		Decision json.RawMessage `json:"decision"`
-		Dice     diceList        `json:"dice"`
+		Dice     diceField       `json:"dice"`
 	} `json:"data"`
 }
 
 // decodeFast decodes a frame in one pass when it is entirely valid, and
 // reports false at the first doubt, leaving the precise diagnosis to
-// decodeStrict. Valid frames are the hot path; errors can afford two passes.
-func decodeFast(msg []byte) (command, bool) {
+// decodeStrict. Valid frames are the hot path; errors can afford two passes,
+// except bad dice (the one list a frame may make huge), which it diagnoses
+// itself once everything before them checks out.
+func decodeFast(msg []byte) (command, *protoError, bool) {
 	if !utf8.Valid(msg) {
-		return command{}, false
+		return command{}, nil, false
 	}
 	var f fastFrame
 	if json.Unmarshal(msg, &f) != nil || !isObjectText(msg) || utf8.RuneCountInString(f.ID) > maxIDLen {
-		return command{}, false
+		return command{}, nil, false
 	}
 	kind, ok := clientTypes[f.Type]
 	if !ok {
-		return command{}, false
+		return command{}, nil, false
 	}
 	cmd := command{kind: kind, id: f.ID}
 	if kind == cmdHeartbeat {
-		return cmd, true
+		return cmd, nil, true
 	}
 	game, err := parseGameID(f.Data.GameID)
 	if err != nil {
-		return command{}, false
+		return command{}, nil, false
 	}
 	cmd.game = game
 	switch kind {
 	case cmdDefensive, cmdOffensive:
 		if !isObject(f.Data.Decision) {
-			return command{}, false
+			return command{}, nil, false
 		}
 		cmd.decision = f.Data.Decision
 	case cmdRoll:
-		cmd.dice = f.Data.Dice
-		if f.Data.Dice == nil {
+		switch dice := f.Data.Dice; {
+		case dice.err != nil:
+			return command{}, &protoError{code: codeInvalidMessage, message: diceProblem(dice.err), id: f.ID}, true
+		case dice.dice == nil:
 			cmd.dice = defaultDice
-		} else if checkDice(cmd.dice) != "" {
-			return command{}, false
+		case checkDice(dice.dice) != "":
+			return command{}, nil, false
+		default:
+			cmd.dice = dice.dice
 		}
 	}
-	return cmd, true
+	return cmd, nil, true
 }
 
 // isObjectText reports whether a JSON text's first token opens an object.
@@ -330,20 +354,16 @@ func decodeStrict(msg []byte) (command, *protoError) {
 		}
 		cmd.decision = d.Decision
 	case cmdRoll:
-		if isNull(d.Dice) {
+		switch {
+		case d.Dice.err != nil:
+			return fail(codeInvalidMessage, diceProblem(d.Dice.err))
+		case d.Dice.dice == nil:
 			cmd.dice = defaultDice
-			break
-		}
-		var dice diceList
-		if err := json.Unmarshal(d.Dice, &dice); err != nil {
-			if errors.Is(err, errTooManyDice) {
-				return fail(codeInvalidMessage, checkDice(make([]int, maxDice+1)))
+		default:
+			if msg := checkDice(d.Dice.dice); msg != "" {
+				return fail(codeInvalidMessage, msg)
 			}
-			return fail(codeInvalidMessage, "data.dice must be an array of integers")
-		}
-		cmd.dice = dice
-		if msg := checkDice(cmd.dice); msg != "" {
-			return fail(codeInvalidMessage, msg)
+			cmd.dice = d.Dice.dice
 		}
 	}
 	return cmd, nil
