@@ -1,11 +1,18 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 )
 
 // The hot paths, measured with allocations. Run:
@@ -161,6 +168,10 @@ func BenchmarkSweep(b *testing.B) {
 					}
 					b.StartTimer()
 					bh.h.handle(sweepMsg{now: now})
+					for bh.h.sweeping {
+						bh.h.sweepSome()
+						bh.h.dropSlow()
+					}
 				}
 			})
 		}
@@ -177,4 +188,159 @@ func pushOldest(x *index, s *session) {
 		x.newest = s
 	}
 	x.oldest = s
+}
+
+// BenchmarkSweepStep measures the longest a sweep holds the hub at once: one
+// step that expires defaultSweepStep sessions, each in a game of 4 whose other
+// members hear of it.
+func BenchmarkSweepStep(b *testing.B) {
+	const timeout = 300 * time.Second
+	cfg := hubConfig{sessionTimeout: timeout, maxGames: 16, maxSeats: 100}
+	now := time.Unix(1_000_000, 0)
+	bh := newBenchHub(b, 4*defaultSweepStep, cfg, now)
+	for i, c := range bh.conns {
+		bh.h.idx.join(bh.h.idx.sessions[c.sid], uuid.UUID{byte(i / 4), 1})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		bh := newBenchHub(b, 4*defaultSweepStep, cfg, now.Add(timeout))
+		for i, c := range bh.conns {
+			bh.h.idx.join(bh.h.idx.sessions[c.sid], uuid.UUID{byte(i / 4), 1})
+			if i%4 == 0 {
+				pushOldest(bh.h.idx, bh.h.idx.sessions[c.sid])
+				bh.h.idx.sessions[c.sid].lastActivity = now
+			}
+		}
+		bh.h.handle(sweepMsg{now: now.Add(timeout)})
+		b.StartTimer()
+		bh.h.sweepSome()
+		bh.h.dropSlow()
+	}
+}
+
+// BenchmarkRefusedMessage measures what the reader spends on a message the
+// rate limiter refuses, a 1 MB one included: the scan for its id and the
+// error frame, never a decode.
+func BenchmarkRefusedMessage(b *testing.B) {
+	for name, msg := range map[string][]byte{
+		"small":    []byte(`{"type":"heartbeat","id":"h1"}`),
+		"1MB":      []byte(`{"type":"heartbeat","id":"f1","data":{"pad":"` + strings.Repeat("x", 1_000_000) + `"}}`),
+		"1MB_noid": []byte(`{"type":"heartbeat","data":{"pad":"` + strings.Repeat("x", 1_000_000) + `"},"id":"f1"}`),
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = encodeError(&protoError{code: codeRateLimited, id: scanID(msg), message: "too many messages; slow down"})
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeHugeDice measures decoding a roll_dice of 1 MB of dice,
+// refused at the eleventh die (it took 172 ms when the whole list was decoded).
+func BenchmarkDecodeHugeDice(b *testing.B) {
+	msg := []byte(`{"type":"roll_dice","id":"r","data":{"game_id":"6f9619ff-8b86-d011-b42d-00c04fd430c8","dice":[` +
+		strings.Repeat("6,", 499_000) + `6]}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = decode(msg)
+	}
+}
+
+// BenchmarkControlFrame measures the server's own accounting for one client
+// ping: the wire meter and the ping limiter (the pong is the library's).
+func BenchmarkControlFrame(b *testing.B) {
+	c := &conn{raw: &meteredConn{budget: 1 << 20}, control: controlGuard{
+		limiter: rate.NewLimiter(rate.Inf, 1), grace: 5 * time.Second}}
+	payload := []byte("1234567890")
+	b.ReportAllocs()
+	for b.Loop() {
+		c.controlFrame(payload)
+	}
+}
+
+// BenchmarkHealth measures /health/connections at 100,000 games: the hub's
+// part (a copy-on-write snapshot), and the whole call, with the counts
+// unchanged since the last call (the rendering is reused) and changed.
+func BenchmarkHealth(b *testing.B) {
+	cfg, err := loadConfig(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newServer(cfg, zerolog.New(io.Discard))
+	defer func() { _ = s.shutdown(time.Second, func(context.Context) error { return nil }) }()
+	conns := make([]*conn, 100_000/16)
+	for i := range conns {
+		conns[i] = &conn{sid: fmt.Sprintf("s%07d", i), out: newSendQueue(64, testQueueBytes), quit: make(chan struct{})}
+		if !s.hub.register(conns[i]) {
+			b.Fatal("register refused")
+		}
+		for g := range 16 {
+			s.hub.send(prepare(conns[i], command{kind: cmdJoin, game: uuid.UUID{byte(i), byte(i >> 8), byte(g), 7}}, nil))
+		}
+	}
+	if st, _ := s.hub.stats(0); st.ActiveGames != 100_000 {
+		b.Fatalf("%d games, want 100000", st.ActiveGames)
+	}
+	call := func() int {
+		rec := httptest.NewRecorder()
+		s.serveConnections(rec, httptest.NewRequest("GET", "/health/connections", nil))
+		return rec.Body.Len()
+	}
+	b.Run("hub_snapshot", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			s.hub.stats(0)
+		}
+	})
+	b.Run("unchanged", func(b *testing.B) {
+		call()
+		b.ReportAllocs()
+		for b.Loop() {
+			b.SetBytes(int64(call()))
+		}
+	})
+	b.Run("changed", func(b *testing.B) {
+		game := uuid.UUID{0xff, 1}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			kind := cmdJoin
+			if i%2 == 1 {
+				kind = cmdLeave
+			}
+			s.hub.send(prepare(conns[0], command{kind: kind, game: game}, nil))
+			b.SetBytes(int64(call()))
+			for conns[0].out.len() > 0 {
+				conns[0].out.next()
+			}
+		}
+	})
+}
+
+// BenchmarkNonReader measures the memory one member that never reads can
+// hold: 1 MB decisions are relayed to it until it is dropped as a slow
+// consumer, and the most its queue held is reported (B/member). Bounded by
+// SEND_QUEUE_BYTES; the frame bound alone let it hold 256 MB.
+func BenchmarkNonReader(b *testing.B) {
+	cfg := hubConfig{sessionTimeout: 300 * time.Second, maxGames: 16, maxSeats: 100}
+	decision := command{kind: cmdDefensive, game: uuid.UUID{1}, decision: json.RawMessage(`{"pad":"` + strings.Repeat("x", 1_000_000) + `"}`)}
+	peak := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		h := newHub(cfg, 1)
+		sender := &conn{sid: "sender", out: newSendQueue(256, 1<<40), quit: make(chan struct{})}
+		reader := &conn{sid: "reader", out: newSendQueue(256, 4194304), quit: make(chan struct{})}
+		for _, c := range []*conn{sender, reader} {
+			h.idx.add(newSession(c), time.Now())
+			h.idx.join(h.idx.sessions[c.sid], decision.game)
+		}
+		m := prepare(sender, decision, nil)
+		for h.idx.sessions["reader"] != nil {
+			h.handle(m)
+			peak = max(peak, reader.out.size())
+			sender.out.discard()
+		}
+	}
+	b.ReportMetric(float64(peak), "B/member")
 }

@@ -35,7 +35,11 @@ func sessionLimit(configured int) (sessionCap, error) {
 		}
 		return sessionCap{}, fmt.Errorf("MAX_SESSIONS=0 takes the descriptor limit, which cannot be read: %w", err)
 	}
-	fds := min(rl.Cur, math.MaxInt32)
+	return sessionLimitFor(configured, min(rl.Cur, math.MaxInt32))
+}
+
+// sessionLimitFor is sessionLimit for a process whose descriptor limit is fds.
+func sessionLimitFor(configured int, fds uint64) (sessionCap, error) {
 	reserve := max(fds*fdReservePercent/100, fdReserveMin)
 	if configured > 0 {
 		c := sessionCap{sessions: configured, from: "MAX_SESSIONS", fds: fds}

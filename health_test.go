@@ -241,6 +241,11 @@ func TestHandshakeOrigin(t *testing.T) {
 		{"star allows any with a port", "*", "http://anything.test:9999", http.StatusSwitchingProtocols},
 		{"host pattern without port refuses a port", "game.example.com", "http://game.example.com:8443", http.StatusForbidden},
 		{"host pattern with any port", "game.example.com:*", "http://game.example.com:8443", http.StatusSwitchingProtocols},
+		{"host pattern with any port allows the default https port", "game.example.com:*", "https://game.example.com", http.StatusSwitchingProtocols},
+		{"host pattern with any port allows the default http port", "game.example.com:*", "http://game.example.com", http.StatusSwitchingProtocols},
+		{"host pattern with any port refuses another host", "game.example.com:*", "https://game.example.com.evil.test", http.StatusForbidden},
+		{"wildcard subdomain with any port, default port", "*.example.com:*", "https://play.example.com", http.StatusSwitchingProtocols},
+		{"PROTOCOL.md's production example", "game.example.com", "https://game.example.com", http.StatusSwitchingProtocols},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"slices"
 	"strconv"
@@ -855,5 +856,104 @@ func TestPresenceWords(t *testing.T) {
 				t.Errorf("presence word = %q, want %q", tc.got, tc.want)
 			}
 		})
+	}
+}
+
+func TestScanID(t *testing.T) {
+	pad := strings.Repeat("x", idScanLimit)
+	for _, tc := range []struct {
+		name string
+		msg  string
+		want string
+	}{
+		{"id first", `{"id":"a1","type":"heartbeat"}`, "a1"},
+		{"id after type", `{"type":"heartbeat","id":"a1","data":{}}`, "a1"},
+		{"id after nested data", `{"type":"x","data":{"a":[1,{"b":"}"}],"c":"\"id\":\"no\""},"id":"a1"}`, "a1"},
+		{"id after numbers and literals", `{"n":-1.5e3,"t":true,"f":false,"z":null,"id":"a1"}`, "a1"},
+		{"white space everywhere", " {\n\t\"id\" :\r \"a1\" } ", "a1"},
+		{"escaped id", `{"id":"a\"b\u00e9"}`, "a\"bé"},
+		{"id matched case-insensitively, as decode does", `{"ID":"a1"}`, "a1"},
+		{"a key holding id is not the id", `{"idx":"no","id":"a1"}`, "a1"},
+		{"id of 64 characters", `{"id":"` + strings.Repeat("é", 64) + `"}`, strings.Repeat("é", 64)},
+		{"id of 65 characters", `{"id":"` + strings.Repeat("é", 65) + `"}`, ""},
+		{"numeric id", `{"id":7}`, ""},
+		{"no id", `{"type":"heartbeat"}`, ""},
+		{"id past the scan limit", `{"data":"` + pad + `","id":"a1"}`, ""},
+		{"id within the limit after a long value", `{"data":"` + pad[:idScanLimit-40] + `","id":"a1"}`, "a1"},
+		{"not an object", `["id","a1"]`, ""},
+		{"not JSON", `id=a1`, ""},
+		{"truncated", `{"id":"a1`, ""},
+		{"empty", ``, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := scanID([]byte(tc.msg)); got != tc.want {
+				t.Fatalf("scanID(%.60q) = %q, want %q", tc.msg, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestScanIDIsBounded checks that a refused message costs the same whatever
+// its size: the scan reads at most idScanLimit bytes and allocates nothing
+// for an id it cannot use.
+func TestScanIDIsBounded(t *testing.T) {
+	huge := []byte(`{"type":"heartbeat","data":{"pad":"` + strings.Repeat("x", 1_000_000) + `"},"id":"late"}`)
+	if got := scanID(huge); got != "" {
+		t.Fatalf("scanID found %q past %d bytes", got, idScanLimit)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { scanID(huge) }); allocs != 0 {
+		t.Fatalf("scanID of a 1 MB frame allocates %.0f times, want 0", allocs)
+	}
+}
+
+func TestParseDice(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		raw  string
+		want []int
+		err  error
+	}{
+		{"one die", `[6]`, []int{6}, nil},
+		{"ten dice with white space", "[ 6 ,6,\n6,6,6,6,6,6,6, 20 ]", []int{6, 6, 6, 6, 6, 6, 6, 6, 6, 20}, nil},
+		{"empty", `[]`, []int{}, nil},
+		{"null", `null`, nil, nil},
+		{"eleven dice", `[6,6,6,6,6,6,6,6,6,6,6]`, nil, errTooManyDice},
+		{"half a million dice", "[" + strings.Repeat("6,", 499_999) + "6]", nil, errTooManyDice},
+		{"a fraction", `[6.5]`, nil, errNotDice},
+		{"an exponent", `[6e1]`, nil, errNotDice},
+		{"a string", `["6"]`, nil, errNotDice},
+		{"an object", `[{}]`, nil, errNotDice},
+		{"out of range", `[99999999999999999999]`, nil, errNotDice},
+		{"not an array", `{"a":6}`, nil, errNotDice},
+		{"a number", `6`, nil, errNotDice},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := parseDice([]byte(tc.raw))
+			if !errors.Is(err, tc.err) || (err == nil && !slices.Equal(d, tc.want)) || (tc.want != nil) != (d != nil && err == nil) {
+				t.Fatalf("parseDice(%.40q) = %v, %v; want %v, %v", tc.raw, d, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+// TestDecodeOfHugeDiceIsBounded checks that a roll_dice carrying half a
+// million dice is refused at the eleventh, without decoding the rest: its
+// decode allocates no more than one with eleven dice does (the old []int
+// decode grew a slice to half a million and took 172 ms).
+func TestDecodeOfHugeDiceIsBounded(t *testing.T) {
+	frame := func(dice int) []byte {
+		return []byte(`{"type":"roll_dice","id":"r","data":{"game_id":"6f9619ff-8b86-d011-b42d-00c04fd430c8","dice":[` +
+			strings.TrimSuffix(strings.Repeat("6,", dice), ",") + `]}}`)
+	}
+	small, huge := frame(11), frame(499_000)
+	for _, msg := range [][]byte{small, huge} {
+		if _, perr := decode(msg); perr == nil || perr.code != codeInvalidMessage || !strings.Contains(perr.message, "1 to 10 dice") || perr.id != "r" {
+			t.Fatalf("decode of %d bytes of dice = %+v, want invalid_message about 1 to 10 dice, id r", len(msg), perr)
+		}
+	}
+	smallAllocs := testing.AllocsPerRun(20, func() { decode(small) })
+	hugeAllocs := testing.AllocsPerRun(5, func() { decode(huge) })
+	if hugeAllocs > smallAllocs+2 {
+		t.Fatalf("decoding half a million dice allocates %.0f times, eleven dice %.0f: the rest was decoded", hugeAllocs, smallAllocs)
 	}
 }

@@ -95,3 +95,88 @@ func TestSendQueue(t *testing.T) {
 		}
 	})
 }
+
+// TestSendQueueBytes checks the byte bound: a queue of large frames refuses
+// the frame that would take it past limitBytes however few frames it holds,
+// and offer stops at half the bound, in frames or in bytes, without ever
+// reporting the queue full.
+func TestSendQueueBytes(t *testing.T) {
+	mib := make([]byte, 1<<20)
+	t.Run("large frames overflow the bytes long before the frames", func(t *testing.T) {
+		q := newSendQueue(256, 4<<20)
+		for i := range 4 {
+			if !q.push(mib) {
+				t.Fatalf("frame %d of 1 MiB refused with %d bytes queued", i, q.size())
+			}
+		}
+		if q.push([]byte("x")) {
+			t.Fatalf("a byte past the 4 MiB bound was queued: %d frames, %d bytes", q.len(), q.size())
+		}
+		if q.size() != 4<<20 || q.len() != 4 {
+			t.Fatalf("queue holds %d frames, %d bytes; want 4 and 4 MiB", q.len(), q.size())
+		}
+		q.pop()
+		if !q.push(mib) {
+			t.Fatalf("a popped frame's bytes were not given back: %d bytes queued", q.size())
+		}
+	})
+	t.Run("a frame larger than the whole bound never fits", func(t *testing.T) {
+		q := newSendQueue(256, 1<<20)
+		if q.push(make([]byte, 1<<20+1)) {
+			t.Fatal("a frame larger than limitBytes was queued")
+		}
+	})
+	t.Run("offer stops at half the frames", func(t *testing.T) {
+		q := newSendQueue(8, 1<<30)
+		offered := 0
+		for range 100 {
+			if q.offer([]byte("e")) {
+				offered++
+			}
+		}
+		if offered != 4 || q.len() != 4 {
+			t.Fatalf("offer queued %d of 100 into a queue of 8 (holds %d), want 4", offered, q.len())
+		}
+		for range 4 {
+			if !q.push([]byte("f")) {
+				t.Fatalf("push refused after offers filled half the queue: %d queued", q.len())
+			}
+		}
+	})
+	t.Run("offer stops at half the bytes", func(t *testing.T) {
+		q := newSendQueue(256, 4<<20)
+		offered := 0
+		for range 10 {
+			if q.offer(mib) {
+				offered++
+			}
+		}
+		if offered != 2 {
+			t.Fatalf("offer queued %d MiB into a 4 MiB queue, want 2", offered)
+		}
+	})
+}
+
+// TestSendQueueDiscard checks that a discarded queue lets go of every frame at
+// once and takes later ones without keeping them or reporting itself full.
+func TestSendQueueDiscard(t *testing.T) {
+	q := newSendQueue(4, 1<<30)
+	for range 4 {
+		q.push(make([]byte, 1<<20))
+	}
+	q.discard()
+	if q.len() != 0 || q.size() != 0 || q.buf != nil {
+		t.Fatalf("discarded queue still holds %d frames, %d bytes, ring %d", q.len(), q.size(), len(q.buf))
+	}
+	for i := range 10 {
+		if !q.push([]byte("late")) {
+			t.Fatalf("push %d into a discarded queue reported it full", i)
+		}
+	}
+	if q.offer([]byte("late")) {
+		t.Fatal("offer into a discarded queue reported the frame queued")
+	}
+	if f, ok := q.pop(); ok {
+		t.Fatalf("a discarded queue gave the writer %q", f)
+	}
+}
