@@ -136,6 +136,8 @@ func hostileFrames(game string, maxBytes int) []hostileFrame {
 	keys.WriteString("}")
 	many := keys.String()
 	dice := "[" + strings.TrimSuffix(strings.Repeat("6,", 10_000), ",") + "]"
+	// As many dice as MAX_MESSAGE_BYTES holds: refused at the eleventh die.
+	hugeDice := "[" + strings.TrimSuffix(strings.Repeat("6,", (maxBytes-200)/2), ",") + "]"
 	shell := `{"type":"heartbeat","id":"big","data":""}`
 	tooBig := shell[:len(shell)-2] + strings.Repeat("x", maxBytes+1-len(shell)) + `"}` // maxBytes+1 bytes
 	frames := []hostileFrame{
@@ -160,6 +162,10 @@ func hostileFrames(game string, maxBytes int) []hostileFrame {
 			}},
 		{name: "10000 dice", msg: []byte(`{"type":"roll_dice","id":"dice","data":` + gameData(`,"dice":`+dice) + `}`),
 			code: codeInvalidMessage, id: "dice"},
+		{name: "a frame's worth of dice", msg: []byte(`{"type":"roll_dice","id":"huge","data":` + gameData(`,"dice":`+hugeDice) + `}`),
+			code: codeInvalidMessage, id: "huge"},
+		{name: "a frame's worth of dice before the game id", msg: []byte(`{"type":"roll_dice","id":"huge2","data":{"dice":` + hugeDice + `,"game_id":"` + game + `"}}`),
+			code: codeInvalidMessage, id: "huge2"},
 		{name: "empty object", msg: []byte(`{}`), code: codeInvalidMessage},
 		{name: "100000-character type", msg: []byte(`{"type":"` + strings.Repeat("t", 100_000) + `","id":"long"}`),
 			code: codeUnknownType, id: "long"},
@@ -401,4 +407,51 @@ func TestHostileOversizedQueryRealServer(t *testing.T) {
 			rig.stillServed(t)
 		})
 	}
+}
+
+// TestHostileFullGame sends joins at once into the bystanders' game, which
+// has all its seats taken, ten more than the rate limit's burst: those
+// allowed get game_full, the rest rate_limited, the hostile client stays
+// connected, and the bystanders hear nothing of it.
+func TestHostileFullGame(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MaxGameSessions = 2
+	rig := newHostileRig(t, cfg)
+	h := dial(t, rig.s.url, nil)
+	join := `{"type":"join_game","id":"full","data":{"game_id":"` + rig.game + `"}}`
+	for range cfg.RateBurst + 10 {
+		h.send(join)
+	}
+	full, limited := 0, 0
+	for full+limited < cfg.RateBurst+10 {
+		f := h.expect("error")
+		var e struct {
+			Code string `json:"code"`
+		}
+		h.decode(f, &e)
+		switch {
+		case e.Code == codeGameFull && f.ID == "full":
+			full++
+		case e.Code == codeRateLimited && f.ID == "full":
+			limited++
+		default:
+			t.Fatalf("a join into a full game got %s %s", e.Code, f.Data)
+		}
+	}
+	if full < cfg.RateBurst-5 || limited == 0 { // the bucket refills a little meanwhile
+		t.Fatalf("%d joins into the full game answered game_full and %d rate_limited, want about %d and 10", full, limited, cfg.RateBurst)
+	}
+	deadline := time.Now().Add(waitFor)
+	for { // once the bucket refills, the hostile client is served again
+		h.send(`{"type":"heartbeat","id":"alive"}`)
+		if f := h.read(); f.Type == "heartbeat_ack" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the hostile client was not served again")
+		}
+		time.Sleep(time.Second / time.Duration(cfg.RateLimit)) // one token's refill: a paced retry
+	}
+	_ = h.ws.Close(websocket.StatusNormalClosure, "")
+	rig.stillServed(t)
 }
