@@ -45,7 +45,8 @@ type meteredConn struct {
 }
 
 // Read reads from the socket and fails once the bytes since the last whole
-// message exceed the budget.
+// message exceed the budget. The read that crosses it is not handed on: what
+// it holds is the flood itself, not something to answer.
 func (m *meteredConn) Read(p []byte) (int, error) {
 	n, err := m.Conn.Read(p)
 	limit := m.budget
@@ -53,7 +54,7 @@ func (m *meteredConn) Read(p []byte) (int, error) {
 		limit = closeReadBudget
 	}
 	if m.read.Add(int64(n)) > limit {
-		return n, errWireBudget
+		return 0, errWireBudget
 	}
 	return n, err
 }
