@@ -7,6 +7,9 @@
 //
 // The peers that are frozen or cut off run as separate OS processes built from
 // ./zombieclient, so the test process itself is never the one affected.
+//
+// fds_test.go starves dugout of file descriptors instead (prlimit): the
+// session limit it takes from RLIMIT_NOFILE must leave the probes theirs.
 package failure
 
 import (
