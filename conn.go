@@ -123,7 +123,8 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (
 		control: controlGuard{limiter: rate.NewLimiter(rate.Limit(2*s.cfg.RateLimit), 2*s.cfg.RateBurst),
 			grace: s.cfg.rateLimitGrace},
 	}
-	hj := &hijackRecorder{ResponseWriter: w, budget: s.cfg.MaxMessageBytes + wireSlack}
+	hj := &hijackRecorder{ResponseWriter: w, budget: s.cfg.MaxMessageBytes + wireSlack,
+		bandwidth: newBandwidth(s.cfg.RateLimit, s.cfg.RateBurst, s.cfg.MaxMessageBytes)}
 	opts := s.acceptOpts // a copy: the callbacks are this conn's
 	opts.OnPingReceived = func(_ context.Context, payload []byte) bool { return c.controlFrame(payload) }
 	opts.OnPongReceived = func(_ context.Context, payload []byte) { c.controlFrame(payload) }
@@ -417,8 +418,9 @@ func rollDice(dice []int) []int {
 // and hands the library a metered socket in its place.
 type hijackRecorder struct {
 	http.ResponseWriter
-	budget int64 // the meteredConn's budget
-	conn   *meteredConn
+	budget    int64         // the meteredConn's budget
+	bandwidth *rate.Limiter // and its pacing
+	conn      *meteredConn
 }
 
 // Hijack hijacks the underlying connection and remembers it, metered.
@@ -427,7 +429,7 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nc, brw, err
 	}
-	h.conn = &meteredConn{Conn: nc, budget: h.budget}
+	h.conn = &meteredConn{Conn: nc, budget: h.budget, bandwidth: h.bandwidth}
 	return h.conn, brw, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 )
 
 // pipeMeter returns a meteredConn over one end of a pipe and the other end,
@@ -111,4 +112,27 @@ func TestMeteredConnBudget(t *testing.T) {
 			t.Fatalf("read from a closed pipe: %v, want EOF", err)
 		}
 	})
+}
+
+// TestMeteredConnPaces checks that reads past the bandwidth wait: a client
+// paced at 100 KB/s in bursts of 100 KB (a rate limit of one 25 KB message a
+// second, times paceFactor) that sends 300 KB is read over about two
+// seconds, not at once.
+func TestMeteredConnPaces(t *testing.T) {
+	m, peer := pipeMeter(t, 1<<30)
+	m.bandwidth = newBandwidth(1, 1, 100_000/paceFactor)
+	done := feed(peer, 300_000)
+	start := time.Now()
+	buf := make([]byte, 10_000)
+	for total := 0; total < 300_000; {
+		n, err := m.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", total, err)
+		}
+		total += n
+	}
+	<-done
+	if took := time.Since(start); took < 1800*time.Millisecond {
+		t.Fatalf("300 KB at 100 KB/s with a 100 KB burst took %s, want about 2 s", took)
+	}
 }
