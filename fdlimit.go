@@ -21,7 +21,11 @@ type sessionCap struct {
 	sessions int    // the limit in force; never 0
 	from     string // for the start-up log: which setting and which descriptor limit
 	fds      uint64 // the process's descriptor limit (RLIMIT_NOFILE, soft)
-	warning  string // set when a configured limit leaves no reserve
+	// plain is how many plain HTTP connections may be open before idle ones
+	// are closed: half of what sessions leave, so the other half stays free
+	// for a probe's connection, files and the listener. 0: no limit.
+	plain   int
+	warning string // set when a configured limit leaves no reserve
 }
 
 // sessionLimit returns the session limit for MAX_SESSIONS=configured: the
@@ -42,7 +46,7 @@ func sessionLimit(configured int) (sessionCap, error) {
 func sessionLimitFor(configured int, fds uint64) (sessionCap, error) {
 	reserve := max(fds*fdReservePercent/100, fdReserveMin)
 	if configured > 0 {
-		c := sessionCap{sessions: configured, from: "MAX_SESSIONS", fds: fds}
+		c := sessionCap{sessions: configured, from: "MAX_SESSIONS", fds: fds, plain: plainLimit(fds, configured)}
 		if uint64(configured)+reserve > fds {
 			c.warning = fmt.Sprintf("MAX_SESSIONS leaves fewer than %d of the %d descriptors for health and probes", reserve, fds)
 		}
@@ -55,5 +59,17 @@ func sessionLimitFor(configured int, fds uint64) (sessionCap, error) {
 		sessions: int(fds - reserve),
 		from:     fmt.Sprintf("descriptor limit %d less a reserve of %d", fds, reserve),
 		fds:      fds,
+		plain:    plainLimit(fds, int(fds-reserve)),
 	}, nil
+}
+
+// plainMin is the fewest plain HTTP connections ever allowed at once.
+const plainMin = 16
+
+// plainLimit is the plain connections allowed beside sessions sessions.
+func plainLimit(fds uint64, sessions int) int {
+	if uint64(sessions) >= fds {
+		return plainMin
+	}
+	return max(int(fds-uint64(sessions))/2, plainMin)
 }

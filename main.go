@@ -299,13 +299,14 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 		IdleTimeout:       cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          httpErrorLog(log),
+		ConnState:         newPlainConns(limit.plain).track,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	// Logged at no level, so every LOG_LEVEL but disabled shows where to connect.
 	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
 		Dur("session_timeout", cfg.SessionTimeout).Int("max_sessions", limit.sessions).
-		Str("max_sessions_from", limit.from).Msg("listening")
+		Str("max_sessions_from", limit.from).Int("max_plain_http", limit.plain).Msg("listening")
 	if limit.warning != "" {
 		log.Warn().Int("max_sessions", limit.sessions).Uint64("fd_limit", limit.fds).Msg(limit.warning)
 	}
