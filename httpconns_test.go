@@ -8,7 +8,8 @@ import (
 )
 
 // TestPlainConnsEvictsIdle checks that past its limit the tracker closes the
-// longest-idle plain connections, and never one in the middle of a request.
+// longest-idle plain connections once they have done nothing for plainGrace,
+// and never one in the middle of a request.
 func TestPlainConnsEvictsIdle(t *testing.T) {
 	p := newPlainConns(3)
 	type end struct{ ours, peer net.Conn }
@@ -33,7 +34,7 @@ func TestPlainConnsEvictsIdle(t *testing.T) {
 			t.Fatalf("connection %d closed while within the limit", i)
 		}
 	}
-	fresh := open(http.StateNew) // the fourth: the longest-idle one goes
+	fresh := open(http.StateNew) // the fourth: idle1, between two requests, goes
 	if !closed(idle1) || closed(busy) || closed(idle2) || closed(fresh) {
 		t.Fatalf("past the limit: busy %v, idle1 %v, idle2 %v, fresh %v closed; want only idle1",
 			closed(busy), closed(idle1), closed(idle2), closed(fresh))

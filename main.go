@@ -289,6 +289,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 		return fmt.Errorf("LISTEN_ADDR=%q: %w", cfg.ListenAddr, err)
 	}
 	s := newServer(cfg, log)
+	plain := newPlainConns(limit.plain)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() { defer close(watched); plain.watch(watchCtx) }()
+	defer func() { stopWatch(); <-watched }()
 	// The timeouts are for plain HTTP: a hijacked WebSocket's deadlines are
 	// cleared by net/http, and its liveness is the pings'.
 	srv := &http.Server{
@@ -299,7 +304,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 		IdleTimeout:       cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          httpErrorLog(log),
-		ConnState:         newPlainConns(limit.plain).track,
+		ConnState:         plain.track,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
