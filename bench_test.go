@@ -75,13 +75,12 @@ func BenchmarkRelay(b *testing.B) {
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.New()
 	for _, c := range bh.conns {
-		bh.h.handle(commandMsg{c: c, cmd: command{kind: cmdJoin, game: game}, others: []byte("{}")})
+		bh.h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
 	}
 	bh.drain(bh.conns)
 	sender := bh.conns[0]
 	cmd := command{kind: cmdDefensive, id: "d1", game: game, decision: []byte(`{"seq":1}`)}
-	self, others := encodeEvent(cmd, sender.sid, nil, nil)
-	msg := commandMsg{c: sender, cmd: cmd, self: self, others: others}
+	msg := prepare(sender, cmd, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		bh.h.handle(msg)
@@ -96,7 +95,7 @@ func BenchmarkRelayWithEncode(b *testing.B) {
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.MustParse("6f9619ff-8b86-d011-b42d-00c04fd430c8")
 	for _, c := range bh.conns {
-		bh.h.handle(commandMsg{c: c, cmd: command{kind: cmdJoin, game: game}, others: []byte("{}")})
+		bh.h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
 	}
 	bh.drain(bh.conns)
 	sender := bh.conns[0]
@@ -107,8 +106,7 @@ func BenchmarkRelayWithEncode(b *testing.B) {
 		if perr != nil {
 			b.Fatal(perr)
 		}
-		self, others := encodeEvent(cmd, sender.sid, nil, nil)
-		bh.h.handle(commandMsg{c: sender, cmd: cmd, self: self, others: others})
+		bh.h.handle(prepare(sender, cmd, nil))
 		bh.drain(bh.conns)
 	}
 }
@@ -119,12 +117,12 @@ func BenchmarkJoinLeave(b *testing.B) {
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.New()
 	for _, c := range bh.conns[1:] {
-		bh.h.handle(commandMsg{c: c, cmd: command{kind: cmdJoin, game: game}, others: []byte("{}")})
+		bh.h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
 	}
 	bh.drain(bh.conns)
 	c := bh.conns[0]
-	join := commandMsg{c: c, cmd: command{kind: cmdJoin, game: game}, others: []byte("{}")}
-	leave := commandMsg{c: c, cmd: command{kind: cmdLeave, game: game}, self: []byte("{}"), others: []byte("{}")}
+	join := prepare(c, command{kind: cmdJoin, game: game}, nil)
+	leave := prepare(c, command{kind: cmdLeave, game: game}, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		bh.h.handle(join)

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -26,10 +28,14 @@ import (
 // its pong.
 type conn struct {
 	// set at construction
-	ws          *websocket.Conn
-	raw         *meteredConn // the hijacked socket, closed outright when a close handshake cannot finish
+	ws  *websocket.Conn
+	raw *meteredConn // the hijacked socket, closed outright when a close handshake cannot finish
+	// sid is the session the conn serves: its own until a resume gives it
+	// another. Written only by the reader (after the hub's answer to the
+	// resume); the hub reads it only when the conn registers.
 	sid         string
 	userID      *int64
+	token       [32]byte // SHA-256 of the resume token of the session it registers
 	remote      string
 	connectedAt time.Time
 	cutAfter    time.Duration // how long a stopped conn's close may take before its socket is cut
@@ -88,7 +94,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.handlers.Add(1)
 	defer s.handlers.Done()
 	if s.draining.Load() {
-		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		s.refuseBusy(w, "server is shutting down")
 		return
 	}
 	userID, err := s.authenticate(r)
@@ -101,7 +107,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		select {
 		case s.slots <- struct{}{}:
 		default:
-			http.Error(w, "too many sessions", http.StatusServiceUnavailable)
+			s.refuseBusy(w, "too many sessions")
 			return
 		}
 	}
@@ -134,9 +140,10 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (
 		return nil, false // Accept has written the status
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
-	c.ws, c.raw, c.connectedAt = ws, hj.conn, time.Now()
+	token := rand.Text() // 130 random bits; only its hash is kept, and it is never logged
+	c.ws, c.raw, c.connectedAt, c.token = ws, hj.conn, time.Now(), hashToken(token)
 	if !s.hub.register(c) {
-		_ = ws.Close(reasonShutdown.code, reasonShutdown.text)
+		_ = ws.Close(reasonShutdown.code, reasonShutdown.word)
 		return nil, false
 	}
 	// The session frame is written here, once the session exists (so a client
@@ -150,6 +157,9 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (
 		SID: c.sid, UserID: userID,
 		PingIntervalMS:   s.cfg.PingInterval.Milliseconds(),
 		SessionTimeoutMS: s.cfg.SessionTimeout.Milliseconds(),
+		Protocol:         protocolVersion,
+		ResumeToken:      token,
+		ResumeWindowMS:   s.cfg.ResumeWindow.Milliseconds(),
 	}))
 	cancel()
 	if err != nil {
@@ -176,12 +186,21 @@ func (s *server) serveConn(c *conn) {
 	c.stop(s.readLoop(c))
 	// The hub hears at once, not after the close handshake: until it does, the
 	// session is still in health and in its games, and is sent their frames.
-	s.hub.send(unregisterMsg{sid: c.sid, reason: c.reason})
+	s.hub.send(unregisterMsg{c: c, sid: c.sid, reason: c.reason})
 	<-writerDone
 	c.cut.Stop()
 	s.log.Info().Str("sid", c.sid).Any("user_id", c.userID).Str("remote", c.remote).
 		Str("reason", c.reason.presence).Int("code", int(c.reason.code)).
 		Dur("duration", time.Since(c.connectedAt)).Msg("connection ended")
+}
+
+// refuseBusy answers a handshake the server cannot take now with 503 and a
+// Retry-After drawn from 1 s to SHUTDOWN_RETRY_SPREAD, so that refused
+// clients spread their retries instead of coming back together.
+func (s *server) refuseBusy(w http.ResponseWriter, why string) {
+	spread := max(1, int64(math.Ceil(s.cfg.ShutdownRetrySpread.Seconds())))
+	w.Header().Set("Retry-After", strconv.FormatInt(1+mrand.Int64N(spread), 10))
+	http.Error(w, why, http.StatusServiceUnavailable)
 }
 
 // releaseSlot gives back a MAX_SESSIONS slot taken by serveWS.
@@ -199,7 +218,7 @@ func (s *server) releaseSlot() {
 func (s *server) readLoop(c *conn) closeReason {
 	limiter := rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
 	var flood floodTracker
-	for {
+	for first := true; ; first = false {
 		typ, msg, err := c.ws.Read(context.Background())
 		if err != nil {
 			return readErrorReason(err)
@@ -225,6 +244,12 @@ func (s *server) readLoop(c *conn) closeReason {
 			c.out.offer(encodeError(perr))
 			continue
 		}
+		if cmd.kind == cmdResume {
+			if !s.resume(c, cmd, first) {
+				return reasonShutdown
+			}
+			continue
+		}
 		var results []int
 		if cmd.kind == cmdRoll {
 			results = rollDice(cmd.dice)
@@ -232,6 +257,29 @@ func (s *server) readLoop(c *conn) closeReason {
 		if !s.hub.send(prepare(c, cmd, results)) {
 			return reasonShutdown
 		}
+	}
+}
+
+// resume asks the hub to give c the session cmd names, and waits for the
+// answer: from then on the conn serves that session, under its sid (the
+// reader's own field: the hub reads a conn's sid only when registering it).
+// A resume that is not the conn's first client frame is refused here. It
+// reports false once the hub has stopped.
+func (s *server) resume(c *conn, cmd command, first bool) bool {
+	if !first {
+		c.out.offer(encodeError(&protoError{code: codeResumeFailed, id: cmd.id, reason: resumeNotFirst,
+			message: "resume must be the first frame a connection sends"}))
+		return true
+	}
+	reply := make(chan string, 1)
+	if !s.hub.send(resumeMsg{c: c, sid: c.sid, id: cmd.id, req: cmd.resume, reply: reply}) {
+		return false
+	}
+	select {
+	case c.sid = <-reply:
+		return true
+	case <-s.hub.done:
+		return false
 	}
 }
 
@@ -285,7 +333,10 @@ func (f *floodTracker) refused(now time.Time, grace time.Duration) bool {
 // does not depend on the hub's state. results are a roll's dice results (nil
 // for other commands); the reader rolls them, tests choose them.
 func prepare(c *conn, cmd command, results []int) commandMsg {
-	m := commandMsg{c: c, cmd: cmd}
+	m := commandMsg{c: c, sid: c.sid, cmd: cmd, results: results}
+	if cmd.id != "" && cmd.kind != cmdHeartbeat {
+		m.digest = actionDigest(cmd)
+	}
 	switch cmd.kind {
 	case cmdHeartbeat:
 		m.self = encodeHeartbeatAck(cmd.id, time.Now())
@@ -295,7 +346,7 @@ func prepare(c *conn, cmd command, results []int) commandMsg {
 		m.self = encode("game_left", cmd.id, gameRef{GameID: cmd.game.String()})
 		m.others = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft)
 	default:
-		m.self, m.others = encodeEvent(cmd, c.sid, c.userID, results)
+		m.others = encodeEvent(cmd, c.sid, c.userID, results)
 	}
 	return m
 }
@@ -387,8 +438,8 @@ func (c *conn) ping(timeout time.Duration) {
 	}
 }
 
-// close performs the single close handshake for the conn's reason, or drops
-// the socket when the peer is presumed dead.
+// close sends the goodbye and performs the single close handshake for the
+// conn's reason, or drops the socket when the peer is presumed dead.
 func (c *conn) close(timeout time.Duration) {
 	if !c.reason.sendsClose {
 		_ = c.ws.CloseNow()
@@ -397,7 +448,11 @@ func (c *conn) close(timeout time.Duration) {
 	// The handshake gets timeout, not the library's own 5 s + 5 s: a peer
 	// that neither reads nor answers is cut like one that misses a pong.
 	_ = c.raw.SetDeadline(time.Now().Add(timeout))
-	_ = c.ws.Close(c.reason.code, c.reason.text)
+	if c.ws.Write(context.Background(), websocket.MessageText, encodeGoodbye(c.reason)) != nil {
+		_ = c.ws.CloseNow()
+		return
+	}
+	_ = c.ws.Close(c.reason.code, c.reason.word)
 }
 
 // rollDice rolls each die with crypto/rand.

@@ -219,7 +219,7 @@ func e2ePresenceIs(t *testing.T, f frame, game, sid, status, reason string) {
 func e2eJoinAll(t *testing.T, game string, clients ...*client) {
 	t.Helper()
 	for i, c := range clients {
-		j := e2eJoin(c, game, fmt.Sprintf("join-%d", i))
+		j := e2eJoin(c, game, fmt.Sprintf("join-%.8s-%d", game, i)) // an id names one action: one game
 		if got, want := e2eSIDsOf(t, j.Members), e2eSortedSIDs(clients[:i+1]...); !slices.Equal(got, want) {
 			t.Fatalf("game_joined members %v, want %v", got, want)
 		}
@@ -366,13 +366,30 @@ func (st *e2eReader) tryEnd(within time.Duration) (code websocket.StatusCode, at
 				case f := <-st.frames:
 					before = append(before, f)
 				default:
-					return websocket.CloseStatus(st.err), st.endAt, before, true
+					code := websocket.CloseStatus(st.err)
+					return code, st.endAt, st.withoutGoodbye(code, before), true
 				}
 			}
 		case <-timer.C:
 			return 0, time.Time{}, before, false
 		}
 	}
+}
+
+// withoutGoodbye returns the frames before a close less the goodbye that
+// precedes every close frame the server sends, after checking it names the
+// close's code.
+func (st *e2eReader) withoutGoodbye(code websocket.StatusCode, frames []e2eFrame) []e2eFrame {
+	if len(frames) == 0 || frames[len(frames)-1].Type != "goodbye" {
+		return frames
+	}
+	var g struct {
+		Code int `json:"code"`
+	}
+	if err := json.Unmarshal(frames[len(frames)-1].Data, &g); err != nil || g.Code != int(code) {
+		st.c.t.Errorf("goodbye %s before a close with code %d", frames[len(frames)-1].Data, code)
+	}
+	return frames[:len(frames)-1]
 }
 
 // quiet checks that nothing at all arrives, and the connection stays open,

@@ -83,9 +83,10 @@ func (rig *hostileRig) stillServed(t *testing.T) {
 		t.Fatalf("bystander's heartbeat_ack id %q, want %q", f.ID, id)
 	}
 	decision := `{"round":` + strconv.Itoa(rig.rounds) + `}`
-	peer.send(`{"type":"submit_defensive_decision","id":"p","data":{"game_id":"` + rig.game + `","decision":` + decision + `}}`)
-	if f := peer.expect("defensive_decision"); f.ID != "p" {
-		t.Fatalf("peer's own event id %q, want p", f.ID)
+	pid := "p-" + strconv.Itoa(rig.rounds) // an id names one action
+	peer.send(`{"type":"submit_defensive_decision","id":"` + pid + `","data":{"game_id":"` + rig.game + `","decision":` + decision + `}}`)
+	if f := peer.expect("defensive_decision"); f.ID != pid {
+		t.Fatalf("peer's own event id %q, want %s", f.ID, pid)
 	}
 	f := by.expect("defensive_decision")
 	var got struct {

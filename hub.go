@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,22 +21,28 @@ type registerMsg struct {
 	reply chan bool
 }
 
-// unregisterMsg says a connection has ended for reason. For a session the hub
-// already removed (expired, slow, shut down) it is a no-op.
+// unregisterMsg says the conn c, serving session sid, has ended for reason.
+// For a session the hub already removed, or that another conn has taken up
+// since, it is a no-op.
 type unregisterMsg struct {
+	c      *conn
 	sid    string
 	reason closeReason
 }
 
-// commandMsg carries one valid client command. The reader has already encoded
-// whatever frames can be known without the hub's state, so the hub does no
-// JSON work on the hot path: self goes to the sender, others to every other
-// member of the command's game.
+// commandMsg carries one valid client command from conn c, serving session
+// sid. The reader has already encoded whatever frames can be known without
+// the hub's state, so the hub does little JSON work on the hot path: self is
+// the sender's reply where it does not depend on the hub, others the event
+// every other member of the command's game gets (before its offset).
 type commandMsg struct {
-	c      *conn
-	cmd    command
-	self   []byte
-	others []byte
+	c       *conn
+	sid     string
+	cmd     command
+	self    []byte
+	others  []byte
+	digest  [16]byte // of an action sent with an id
+	results []int    // roll_dice: the dice the reader rolled
 }
 
 // sweepMsg asks the hub to warn and expire idle sessions as of now.
@@ -58,6 +65,8 @@ type shutdownMsg struct{}
 // with the hub copy-on-write, so the caller may read it but never write it.
 type stats struct {
 	TotalSessions int
+	Connected     int
+	Away          int
 	UniqueUsers   int
 	ActiveGames   int
 	version       uint64        // of the seat counts
@@ -71,6 +80,12 @@ type hubConfig struct {
 	maxGames       int           // games one session may be in
 	maxSeats       int           // seats one game holds
 	sweepStep      int           // sessions one sweep step looks at; 0 means defaultSweepStep
+	retrySpread    time.Duration // at shutdown, each conn's retry_after is drawn from [0, this)
+	resumeWindow   time.Duration // how long a lost session stays away; 0: it ends at once, as in protocol 1
+	historyFrames  int           // events each game keeps; 0 means the contract's default
+	historyBytes   int           // bytes of events each game keeps; 0 means the contract's default
+	actionTTL      time.Duration // how long an executed action's id is remembered
+	actionMax      int           // action ids remembered per session
 }
 
 // hubBatch bounds how many queued messages the hub handles per wake-up, so a
@@ -101,12 +116,25 @@ func newHub(cfg hubConfig, inboxSize int) *hub {
 	if cfg.sweepStep <= 0 {
 		cfg.sweepStep = defaultSweepStep
 	}
-	return &hub{
+	h := &hub{
 		cfg:   cfg,
 		inbox: make(chan hubMsg, inboxSize),
 		done:  make(chan struct{}),
-		idx:   newIndex(),
 	}
+	h.idx = h.newIndex()
+	return h
+}
+
+// newIndex returns an empty index whose games keep the configured history.
+func (h *hub) newIndex() *index {
+	x := newIndex()
+	if h.cfg.historyFrames > 0 {
+		x.historyFrames = h.cfg.historyFrames
+	}
+	if h.cfg.historyBytes > 0 {
+		x.historyBytes = h.cfg.historyBytes
+	}
+	return x
 }
 
 // send hands m to the hub, or reports false once the hub has stopped.
@@ -192,7 +220,13 @@ func (h *hub) handle(m hubMsg) bool {
 	case registerMsg:
 		m.reply <- h.idx.add(newSession(m.c), time.Now())
 	case unregisterMsg:
-		h.end(m.sid, m.reason)
+		if s := h.idx.sessions[m.sid]; s != nil && s.conn == m.c {
+			h.lost(s, m.reason)
+		}
+	case resumeMsg:
+		h.resume(m)
+	case windowMsg:
+		h.windowOver(m)
 	case sweepMsg:
 		// A sweep still in progress starts over, judged by the newer time.
 		if h.cfg.sessionTimeout > 0 {
@@ -210,70 +244,110 @@ func (h *hub) handle(m hubMsg) bool {
 
 // newSession builds the hub's record for a freshly accepted conn.
 func newSession(c *conn) *session {
-	return &session{sid: c.sid, userID: c.userID, connectedAt: c.connectedAt, remote: c.remote, conn: c}
+	return &session{sid: c.sid, userID: c.userID, connectedAt: c.connectedAt, remote: c.remote, token: c.token, conn: c}
 }
 
 // command applies one client command. Runs on the hub goroutine.
 func (h *hub) command(m commandMsg) {
-	s := h.idx.sessions[m.c.sid]
-	if s == nil {
-		return // the session already ended; its reader has not noticed yet
+	s := h.idx.sessions[m.sid]
+	if s == nil || s.conn != m.c {
+		return // the session ended, or another conn took it up; this reader has not noticed yet
 	}
-	h.idx.touch(s, time.Now())
+	now := time.Now()
+	h.idx.touch(s, now)
 	cmd := m.cmd
+	exactlyOnce := cmd.id != "" && cmd.kind != cmdHeartbeat
+	if exactlyOnce && h.retried(s, m, now) {
+		return
+	}
+	var reply []byte // what the sender got for an action that ran
+	var offset uint64
 	switch cmd.kind {
 	case cmdHeartbeat:
 		h.deliver(s, m.self)
 	case cmdJoin:
-		h.join(s, m)
+		reply = h.join(s, m)
 	case cmdLeave:
 		if !h.idx.leave(s, cmd.game) {
 			h.refuse(s, notInGame(cmd))
 			return
 		}
-		h.deliver(s, m.self)
-		h.broadcast(cmd.game, s, m.others)
+		reply = m.self
+		h.deliver(s, reply)
+		h.event(cmd.game, s, m.others)
 	default: // the game actions: decisions and dice
 		if !h.idx.inGame(s, cmd.game) {
 			h.refuse(s, notInGame(cmd))
 			return
 		}
-		h.deliver(s, m.self)
-		h.broadcast(cmd.game, s, m.others)
+		framed := h.event(cmd.game, s, m.others)
+		offset = h.idx.logs[cmd.game].last
+		reply = withID(framed, cmd.id)
+		h.deliver(s, reply)
+	}
+	if exactlyOnce && reply != nil {
+		h.remember(s, m, reply, offset, m.results, now)
 	}
 }
 
 // join puts s in a game, answers with the member list and tells the others.
-// Runs on the hub goroutine.
-func (h *hub) join(s *session, m commandMsg) {
+// It returns the reply, or nil when the join was refused. Runs on the hub goroutine.
+func (h *hub) join(s *session, m commandMsg) []byte {
 	game := m.cmd.game
 	if !h.idx.inGame(s, game) {
 		if len(s.games) >= h.cfg.maxGames {
 			h.refuse(s, encodeError(&protoError{code: codeTooManyGames, id: m.cmd.id,
 				message: "a session may be in at most " + strconv.Itoa(h.cfg.maxGames) + " games"}))
-			return
+			return nil
 		}
 		if h.idx.seatsIn(game) >= h.cfg.maxSeats {
 			h.refuse(s, encodeError(&protoError{code: codeGameFull, id: m.cmd.id,
 				message: "game " + game.String() + " has all its " + strconv.Itoa(h.cfg.maxSeats) + " seats taken"}))
-			return
+			return nil
 		}
 	}
-	fresh := h.idx.join(s, game)
+	if h.idx.join(s, game) {
+		h.event(game, s, m.others)
+	}
+	log := h.idx.logs[game]
+	reply := encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Epoch: log.epoch,
+		Offset: log.last, Members: h.members(game, s)})
+	h.deliver(s, reply)
+	return reply
+}
+
+// members lists game's members for s: s first, the others by sid, so that a
+// repeated join gets the very same reply. Runs on the hub goroutine.
+func (h *hub) members(game uuid.UUID, s *session) []member {
 	set := h.idx.members(game)
-	members := make([]member, 0, len(set))
-	members = append(members, member{SID: s.sid, UserID: s.userID})
+	list := make([]member, 0, len(set))
+	list = append(list, member{SID: s.sid, UserID: s.userID, Status: statusConnected})
 	for other := range set {
 		if other != s {
-			members = append(members, member{SID: other.sid, UserID: other.userID})
+			list = append(list, member{SID: other.sid, UserID: other.userID, Status: other.status()})
 		}
 	}
-	// Sorted so that a repeated join gets the very same reply.
-	slices.SortFunc(members[1:], func(a, b member) int { return strings.Compare(a.SID, b.SID) })
-	h.deliver(s, encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Members: members}))
-	if fresh {
-		h.broadcast(game, s, m.others)
+	slices.SortFunc(list[1:], func(a, b member) int { return strings.Compare(a.SID, b.SID) })
+	return list
+}
+
+// event sequences, keeps and delivers one game event: shared, the event
+// encoded without an offset, gets the game's next offset, goes into its
+// history and to every member but except, and is returned so the caller can
+// make except's own copy. A game nobody sits in any more has no events (nil).
+// Runs on the hub goroutine.
+func (h *hub) event(game uuid.UUID, except *session, shared []byte) []byte {
+	log := h.idx.logs[game]
+	if log == nil {
+		return nil
 	}
+	framed := log.sequence(shared)
+	for s := range h.idx.members(game) {
+		if s != except {
+			h.deliver(s, framed)
+		}
+	}
+	return framed
 }
 
 // notInGame is the error for a command about a game the session is not in.
@@ -281,49 +355,68 @@ func notInGame(cmd command) []byte {
 	return encodeError(&protoError{code: codeNotInGame, id: cmd.id, message: "not in game " + cmd.game.String()})
 }
 
+// randDuration returns a duration drawn uniformly from [0, d); 0 when d is not positive.
+func randDuration(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
 // refuse queues an error reply to s's own refused message, or drops it when
 // s's queue is half full: a client's refused messages never make it slow.
 func (h *hub) refuse(s *session, frame []byte) {
-	s.conn.out.offer(frame)
+	if s.conn != nil {
+		s.conn.out.offer(frame)
+	}
 }
 
 // deliver queues frame for s without waiting. A frame that does not fit marks
-// s as a slow consumer, to be dropped after the current fan-out.
+// s as a slow consumer, to be dropped after the current fan-out. A frame for
+// an away session alone is dropped; its games' events wait in their histories.
 func (h *hub) deliver(s *session, frame []byte) {
-	if !s.conn.out.push(frame) {
+	if s.conn != nil && !s.conn.out.push(frame) {
 		h.slow = append(h.slow, s)
 	}
 }
 
-// broadcast queues frame for every member of game but from.
-func (h *hub) broadcast(game uuid.UUID, from *session, frame []byte) {
-	for s := range h.idx.members(game) {
-		if s != from {
-			h.deliver(s, frame)
-		}
-	}
-}
-
-// end removes a session, tells its games why, and stops its conn. Ending an
-// unknown session is a no-op. Runs on the hub goroutine.
-func (h *hub) end(sid string, reason closeReason) {
-	s, games := h.idx.remove(sid)
-	if s == nil {
+// lost handles the end of s's conn for r: the session goes away for the
+// resume window when r leaves it resumable, and ends otherwise. Runs on the
+// hub goroutine.
+func (h *hub) lost(s *session, r closeReason) {
+	if h.cfg.resumeWindow > 0 && r.away != "" {
+		h.goAway(s, r)
 		return
 	}
-	for _, g := range games {
-		h.broadcast(g, s, encodePresence(g, s.sid, s.userID, "left", reason.presence))
-	}
-	s.conn.stop(reason)
+	h.drop(s, r.presence, r)
 }
 
-// dropSlow ends every session that overflowed its queue. Ending one tells its
-// games, which may overflow others, so it runs until none is left.
+// drop removes s, tells its games it left with presence (nothing when
+// presence is ""), and stops its conn, if it has one, with r. Runs on the
+// hub goroutine.
+func (h *hub) drop(s *session, presence string, r closeReason) {
+	h.stopWindow(s)
+	conn := s.conn
+	_, games := h.idx.remove(s.sid)
+	if presence != "" {
+		for _, g := range games {
+			h.event(g, s, encodePresence(g, s.sid, s.userID, "left", presence))
+		}
+	}
+	if conn != nil {
+		conn.stop(r)
+	}
+}
+
+// dropSlow deals with every session that overflowed its queue. Dropping one
+// tells its games, which may overflow others, so it runs until none is left.
 func (h *hub) dropSlow() {
 	for len(h.slow) > 0 {
 		s := h.slow[len(h.slow)-1]
 		h.slow = h.slow[:len(h.slow)-1]
-		h.end(s.sid, reasonSlow)
+		if h.idx.sessions[s.sid] == s && s.conn != nil {
+			h.lost(s, reasonSlow)
+		}
 	}
 }
 
@@ -346,7 +439,7 @@ func (h *hub) sweepSome() {
 		idle := now.Sub(s.lastActivity)
 		switch {
 		case idle >= timeout:
-			h.end(s.sid, reasonExpired)
+			h.drop(s, presenceExpired, reasonExpired)
 		case warning > 0 && idle >= timeout-warning:
 			if !s.warned {
 				s.warned = true
@@ -365,6 +458,8 @@ func (h *hub) sweepSome() {
 func (h *hub) snapshot(have uint64) stats {
 	st := stats{
 		TotalSessions: len(h.idx.sessions),
+		Connected:     len(h.idx.sessions) - h.idx.away,
+		Away:          h.idx.away,
 		UniqueUsers:   len(h.idx.byUser),
 		ActiveGames:   len(h.idx.byGame),
 		version:       h.idx.version,
@@ -379,9 +474,13 @@ func (h *hub) snapshot(have uint64) stats {
 // unregisters that follow find nothing. Runs on the hub goroutine.
 func (h *hub) shutdown() {
 	for _, s := range h.idx.sessions {
-		s.conn.stop(reasonShutdown)
+		h.stopWindow(s)
+		if s.conn != nil {
+			// Each its own delay, so that the clients do not all come back at once.
+			s.conn.stop(reasonShutdown.withRetry(randDuration(h.cfg.retrySpread)))
+		}
 	}
-	h.idx = newIndex()
+	h.idx = h.newIndex()
 	h.slow = nil
 	h.sweeping = false
 }

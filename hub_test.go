@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -168,7 +169,7 @@ func connStopped(c *conn) bool {
 func checkConnStopped(t *testing.T, c *conn, reason closeReason) {
 	t.Helper()
 	if !connStopped(c) {
-		t.Errorf("conn %s still running, want stopped with %q (%d)", c.sid, reason.text, reason.code)
+		t.Errorf("conn %s still running, want stopped with %q (%d)", c.sid, reason.word, reason.code)
 		return
 	}
 	if c.reason != reason {
@@ -368,13 +369,13 @@ func TestHubRegisterUnregister(t *testing.T) {
 		checkConnRunning(t, b)
 
 		// A real unregister removes the session everywhere and stops its conn.
-		hubTell(t, h, unregisterMsg{sid: "sid-a", reason: reasonDisconnected})
+		hubTell(t, h, unregisterMsg{c: a, sid: "sid-a", reason: reasonDisconnected})
 		checkHubStats(t, h, 1, 0, map[uuid.UUID]int{hubGame: 1})
 		checkConnStopped(t, a, reasonDisconnected)
 		checkHubPresence(t, expectQueued(t, b, "presence")[0], hubGame, a, "left", presenceDisconnected)
 
 		// The handler's unregister after the hub already removed it is a no-op too.
-		hubTell(t, h, unregisterMsg{sid: "sid-a", reason: reasonTimeout})
+		hubTell(t, h, unregisterMsg{c: a, sid: "sid-a", reason: reasonTimeout})
 		checkHubStats(t, h, 1, 0, map[uuid.UUID]int{hubGame: 1})
 		expectQueued(t, b)
 		checkHubInvariants(t, h)
@@ -602,7 +603,7 @@ func TestHubRelayOrder(t *testing.T) {
 				var want []string
 				for _, m := range sent[i] {
 					if recv == s {
-						want = append(want, string(m.self))
+						want = append(want, string(withID(m.others, m.cmd.id)))
 					} else {
 						want = append(want, string(m.others))
 					}
@@ -614,28 +615,38 @@ func TestHubRelayOrder(t *testing.T) {
 	})
 }
 
-// checkHubRelayed checks that the frames recv got from sender are exactly want, in order.
+// checkHubRelayed checks that the frames recv got from sender are exactly
+// want, in order, each with an offset the game's sequence gave it: later
+// frames carry larger offsets.
 func checkHubRelayed(t *testing.T, recv, sender *conn, frames []frame, want []string) {
 	t.Helper()
-	var from []string
+	var from []map[string]any
 	for _, f := range frames {
-		var d struct {
-			SID string `json:"sid"`
-		}
-		if err := json.Unmarshal(f.Data, &d); err == nil && d.SID == sender.sid {
-			b, _ := json.Marshal(f)
-			from = append(from, string(b))
+		var d map[string]any
+		if err := json.Unmarshal(f.Data, &d); err == nil && d["sid"] == sender.sid {
+			from = append(from, map[string]any{"type": f.Type, "id": f.ID, "data": d})
 		}
 	}
 	if len(from) != len(want) {
 		t.Fatalf("%s got %d frames from %s, want %d", recv.sid, len(from), sender.sid, len(want))
 	}
+	last := -1.0
 	for i := range want {
-		var w frame
+		var w struct {
+			Type string         `json:"type"`
+			ID   string         `json:"id"`
+			Data map[string]any `json:"data"`
+		}
 		_ = json.Unmarshal([]byte(want[i]), &w)
-		wb, _ := json.Marshal(w)
-		if from[i] != string(wb) {
-			t.Fatalf("%s's frame %d from %s is %s, want %s", recv.sid, i, sender.sid, from[i], wb)
+		got := from[i]["data"].(map[string]any)
+		offset, _ := got["offset"].(float64)
+		if offset <= last {
+			t.Fatalf("%s's frame %d from %s has offset %v after %v", recv.sid, i, sender.sid, got["offset"], last)
+		}
+		last = offset
+		delete(got, "offset")
+		if from[i]["type"] != w.Type || from[i]["id"] != w.ID || !reflect.DeepEqual(got, w.Data) {
+			t.Fatalf("%s's frame %d from %s is %v, want %s (less its offset)", recv.sid, i, sender.sid, from[i], want[i])
 		}
 	}
 }
@@ -665,12 +676,12 @@ func TestHubUnregisterReasons(t *testing.T) {
 
 				// As the handler does: the conn ends with its reason, then unregisters.
 				a.stop(r.reason)
-				hubTell(t, h, unregisterMsg{sid: a.sid, reason: r.reason})
+				hubTell(t, h, unregisterMsg{c: a, sid: a.sid, reason: r.reason})
 				checkHubPresence(t, expectQueued(t, b, "presence")[0], hubGame, a, "left", r.reason.presence)
 				checkHubStats(t, h, 1, 1, map[uuid.UUID]int{hubGame: 1})
 
 				// An unregister the hub gets before the conn has stopped stops it with that reason.
-				hubTell(t, h, unregisterMsg{sid: b.sid, reason: r.reason})
+				hubTell(t, h, unregisterMsg{c: b, sid: b.sid, reason: r.reason})
 				checkConnStopped(t, b, r.reason)
 				checkHubStats(t, h, 0, 0, nil)
 				checkHubInvariants(t, h)
@@ -731,7 +742,7 @@ func TestHubSlowConsumer(t *testing.T) {
 		expectQueued(t, slow)
 
 		// Its handler's unregister finds nothing.
-		hubTell(t, h, unregisterMsg{sid: slow.sid, reason: reasonSlow})
+		hubTell(t, h, unregisterMsg{c: slow, sid: slow.sid, reason: reasonSlow})
 		checkHubStats(t, h, 2, 1, map[uuid.UUID]int{hubGame: 2, hubGame2: 1})
 		checkHubInvariants(t, h)
 	})
@@ -813,17 +824,17 @@ func TestHubStats(t *testing.T) {
 		if _, ok := seatsPerGame(st)[hubGame.String()]; !ok {
 			t.Errorf("sessions_per_game %v does not key games by their canonical form %s", seatsPerGame(st), hubGame)
 		}
-		hubTell(t, h, unregisterMsg{sid: "sid-c", reason: reasonDisconnected})
+		hubTell(t, h, unregisterMsg{c: c, sid: "sid-c", reason: reasonDisconnected})
 		checkHubStats(t, h, 5, 2, map[uuid.UUID]int{hubGame: 3, hubGame2: 1})
 		// The snapshot shares the hub's counts copy-on-write: it still says what was.
 		if got := seatsPerGame(st); got[hubGame.String()] != 4 || got[hubGame2.String()] != 1 || len(got) != 2 {
 			t.Errorf("an earlier snapshot changed with the hub: %v, want %s:4 %s:1", got, hubGame, hubGame2)
 		}
-		hubTell(t, h, unregisterMsg{sid: "sid-a", reason: reasonDisconnected})
+		hubTell(t, h, unregisterMsg{c: a, sid: "sid-a", reason: reasonDisconnected})
 		checkHubStats(t, h, 4, 2, map[uuid.UUID]int{hubGame: 2, hubGame2: 1}) // user 1 still has b
-		hubTell(t, h, unregisterMsg{sid: "sid-b", reason: reasonDisconnected}, unregisterMsg{sid: "sid-z", reason: reasonDisconnected})
+		hubTell(t, h, unregisterMsg{c: b, sid: "sid-b", reason: reasonDisconnected}, unregisterMsg{c: z, sid: "sid-z", reason: reasonDisconnected})
 		checkHubStats(t, h, 2, 0, map[uuid.UUID]int{hubGame: 1, hubGame2: 1})
-		hubTell(t, h, unregisterMsg{sid: "sid-d", reason: reasonTimeout})
+		hubTell(t, h, unregisterMsg{c: d, sid: "sid-d", reason: reasonTimeout})
 		checkHubStats(t, h, 1, 0, map[uuid.UUID]int{hubGame: 1})
 		checkHubInvariants(t, h)
 	})
@@ -1150,6 +1161,7 @@ type propConn struct {
 	warned  bool
 	queued  int      // frames in a tiny conn's queue
 	want    []string // canonical frames a drained conn should get this step
+	seen    map[string]gameSeen
 
 	// once the model has ended it
 	ended     bool
@@ -1221,7 +1233,7 @@ func (m *propModel) end(pc *propConn, reason closeReason) {
 		m.broadcast(g, pc, encodePresence(g, pc.c.sid, pc.c.userID, "left", reason.presence))
 	}
 	pc.games, pc.ended, pc.reason, pc.endedStep = nil, true, reason, m.step
-	m.count["ended "+reason.presence+" "+reason.text]++
+	m.count["ended "+reason.presence+" "+reason.word]++
 }
 
 // dropSlow ends every conn that overflowed, until none is left.
@@ -1254,10 +1266,10 @@ func (m *propModel) command(pc *propConn, msg commandMsg, now time.Time) {
 		m.count["game_full"]++
 		m.refuse(pc, encodeError(&protoError{code: codeGameFull, id: cmd.id, message: "x"}))
 	case cmd.kind == cmdJoin:
-		members := []member{{SID: pc.c.sid, UserID: pc.c.userID}}
+		members := []member{{SID: pc.c.sid, UserID: pc.c.userID, Status: statusConnected}}
 		for o := range m.games[cmd.game] {
 			if o != pc {
-				members = append(members, member{SID: o.c.sid, UserID: o.c.userID})
+				members = append(members, member{SID: o.c.sid, UserID: o.c.userID, Status: statusConnected})
 			}
 		}
 		if !in {
@@ -1284,7 +1296,7 @@ func (m *propModel) command(pc *propConn, msg commandMsg, now time.Time) {
 		m.broadcast(cmd.game, pc, msg.others)
 	default:
 		m.count["relayed"]++
-		m.deliver(pc, msg.self)
+		m.deliver(pc, withID(msg.others, cmd.id))
 		m.broadcast(cmd.game, pc, msg.others)
 	}
 	m.dropSlow()
@@ -1327,8 +1339,8 @@ func (m *propModel) sweep(now time.Time) {
 }
 
 // canonHubFrame reduces a frame to what the model can predict: an error's
-// message only as "present", and game_joined's members after the joiner in
-// sid order, since the hub lists the others in map order.
+// message only as "present", game_joined's members after the joiner in sid
+// order, since the hub lists the others in map order, and no offsets or epochs.
 func canonHubFrame(b []byte) string {
 	var f struct {
 		Type string         `json:"type"`
@@ -1338,11 +1350,13 @@ func canonHubFrame(b []byte) string {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return fmt.Sprintf("not JSON: %q", b)
 	}
+	delete(f.Data, "offset") // checked on its own, by checkOffsets: the model does not sequence
 	switch f.Type {
 	case "error":
 		msg, _ := f.Data["message"].(string)
 		f.Data["message"] = msg != ""
 	case "game_joined":
+		delete(f.Data, "epoch")
 		if ms, ok := f.Data["members"].([]any); ok && len(ms) > 1 {
 			rest := ms[1:]
 			sort.Slice(rest, func(i, j int) bool {
@@ -1448,7 +1462,7 @@ func (p *hubProp) unregister(pc *propConn) {
 	if p.r.IntN(2) == 0 {
 		pc.c.stop(reason)
 	}
-	hubTell(p.t, p.h, unregisterMsg{sid: pc.c.sid, reason: reason})
+	hubTell(p.t, p.h, unregisterMsg{c: pc.c, sid: pc.c.sid, reason: reason})
 	p.m.end(pc, reason)
 	p.m.dropSlow()
 }
@@ -1465,7 +1479,7 @@ func (p *hubProp) staleUnregister() {
 	msg := unregisterMsg{sid: "never-registered", reason: reasonDisconnected}
 	if len(gone) > 0 {
 		pc := gone[p.r.IntN(len(gone))]
-		msg = unregisterMsg{sid: pc.c.sid, reason: pc.c.reason}
+		msg = unregisterMsg{c: pc.c, sid: pc.c.sid, reason: pc.c.reason}
 	}
 	p.action = "stale unregister " + msg.sid
 	hubTell(p.t, p.h, msg)
@@ -1590,19 +1604,68 @@ func (p *hubProp) checkConn(pc *propConn) {
 		return
 	}
 	var got []string
+	var raw [][]byte
 	for pc.c.out.len() > 0 {
-		got = append(got, canonHubFrame(pc.c.out.next()))
+		f := pc.c.out.next()
+		raw = append(raw, f)
+		got = append(got, canonHubFrame(f))
 	}
 	want := pc.want
 	pc.want = nil
 	if fresh {
 		return // which presences a conn ended mid-step still got depends on the hub's order
 	}
+	p.checkOffsets(pc, raw)
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("conn %s got frames:\n  %s\nmodel wants:\n  %s", sid, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
+}
+
+// checkOffsets checks the offsets a drained conn's frames carry: from the
+// offset its game_joined names, every event of the game, gap-free and in
+// order, until it leaves; a new epoch starts over.
+func (p *hubProp) checkOffsets(pc *propConn, frames [][]byte) {
+	if pc.seen == nil {
+		pc.seen = map[string]gameSeen{}
+	}
+	for _, b := range frames {
+		var f struct {
+			Type string `json:"type"`
+			Data struct {
+				GameID string  `json:"game_id"`
+				Epoch  string  `json:"epoch"`
+				Offset *uint64 `json:"offset"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(b, &f) != nil || f.Data.GameID == "" {
+			continue
+		}
+		g := f.Data.GameID
+		switch {
+		case f.Type == "game_joined":
+			if seen, ok := pc.seen[g]; ok && seen.epoch == f.Data.Epoch && seen.last != *f.Data.Offset {
+				p.t.Errorf("conn %s re-joined %s at offset %d, having seen %d", pc.c.sid, g, *f.Data.Offset, seen.last)
+			}
+			pc.seen[g] = gameSeen{epoch: f.Data.Epoch, last: *f.Data.Offset}
+		case f.Type == "game_left":
+			delete(pc.seen, g)
+		case f.Data.Offset != nil:
+			seen, ok := pc.seen[g]
+			if !ok || *f.Data.Offset != seen.last+1 {
+				p.t.Errorf("conn %s got %s of %s at offset %d after %d (joined %v): a gap or a repeat", pc.c.sid, f.Type, g, *f.Data.Offset, seen.last, ok)
+			}
+			seen.last = *f.Data.Offset
+			pc.seen[g] = seen
+		}
+	}
+}
+
+// gameSeen is where a conn is in one game's sequence of events.
+type gameSeen struct {
+	epoch string
+	last  uint64
 }
 
 // TestHubRandomized runs a long seeded sequence of registers, unregisters with
@@ -1637,7 +1700,7 @@ func TestHubRandomized(t *testing.T) {
 			checkConnStopped(t, pc.c, want)
 		}
 		t.Logf("%d conns, %v", len(p.conns), p.m.count)
-		for _, what := range []string{"ended expired session expired", "ended disconnected slow consumer", "warned",
+		for _, what := range []string{"ended expired expired", "ended disconnected slow_consumer", "warned",
 			"too_many_games", "game_full", "not_in_game", "error dropped", "relayed", "refused", "stale command",
 			"split sweep"} {
 			if *hubPropSteps >= 5000 && p.m.count[what] == 0 {

@@ -63,6 +63,16 @@ type config struct {
 	HTTPTimeout     time.Duration `env:"HTTP_TIMEOUT" envDefault:"10s"`
 	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"60s"`
 
+	// Protocol 2: sessions that outlive their connection.
+	ResumeWindow      time.Duration `env:"RESUME_WINDOW" envDefault:"60s"`
+	GameHistoryFrames int           `env:"GAME_HISTORY_FRAMES" envDefault:"256"`
+	GameHistoryBytes  int           `env:"GAME_HISTORY_BYTES" envDefault:"262144"`
+	// ActionIDTTL must cover RESUME_WINDOW: an action retried after a resume
+	// must still find its id remembered.
+	ActionIDTTL         time.Duration `env:"ACTION_ID_TTL" envDefault:"120s"`
+	ActionIDMax         int           `env:"ACTION_ID_MAX" envDefault:"256"`
+	ShutdownRetrySpread time.Duration `env:"SHUTDOWN_RETRY_SPREAD" envDefault:"10s"`
+
 	// Not configurable: the contract fixes it at 5 s. Tests shorten it.
 	rateLimitGrace time.Duration
 	level          zerolog.Level
@@ -122,6 +132,9 @@ func (c *config) validate() error {
 		{"SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0},
 		{"HTTP_TIMEOUT", c.HTTPTimeout > 0},
 		{"HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout > 0},
+		{"GAME_HISTORY_FRAMES", c.GameHistoryFrames > 0},
+		{"ACTION_ID_MAX", c.ActionIDMax > 0},
+		{"SHUTDOWN_RETRY_SPREAD", c.ShutdownRetrySpread > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -140,6 +153,12 @@ func (c *config) validate() error {
 	case int64(c.SendQueueBytes) < c.MaxMessageBytes+envelopeSlack:
 		return fmt.Errorf("SEND_QUEUE_BYTES (%d) must be at least MAX_MESSAGE_BYTES (%d) + %d, so the largest relayed frame fits",
 			c.SendQueueBytes, c.MaxMessageBytes, envelopeSlack)
+	case c.ResumeWindow < 0:
+		return errors.New("RESUME_WINDOW must not be negative (0 turns resume off, as in protocol 1)")
+	case c.GameHistoryBytes < 1024:
+		return fmt.Errorf("GAME_HISTORY_BYTES must be at least 1024, not %d", c.GameHistoryBytes)
+	case c.ActionIDTTL < c.ResumeWindow || c.ActionIDTTL <= 0:
+		return fmt.Errorf("ACTION_ID_TTL (%s) must be positive and at least RESUME_WINDOW (%s)", c.ActionIDTTL, c.ResumeWindow)
 	case c.MaxGameSessions < 2:
 		return fmt.Errorf("MAX_GAME_SESSIONS must be at least 2 (a game needs two players), not %d", c.MaxGameSessions)
 	case c.RequireAuth && c.JWTSecret == "":
@@ -194,6 +213,12 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			expiryWarning:  cfg.ExpiryWarning,
 			maxGames:       cfg.MaxGamesPerSession,
 			maxSeats:       cfg.MaxGameSessions,
+			retrySpread:    cfg.ShutdownRetrySpread,
+			resumeWindow:   cfg.ResumeWindow,
+			historyFrames:  cfg.GameHistoryFrames,
+			historyBytes:   cfg.GameHistoryBytes,
+			actionTTL:      cfg.ActionIDTTL,
+			actionMax:      cfg.ActionIDMax,
 		}, 1024),
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}

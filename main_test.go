@@ -52,7 +52,13 @@ func contractDefaults() config {
 		LogLevel:            "info",
 		HTTPTimeout:         10 * time.Second, // not in the contract: dugout's own
 		HTTPIdleTimeout:     60 * time.Second, // not in the contract: dugout's own
-		rateLimitGrace:      5 * time.Second,  // "rate limited continuously for more than 5 s"
+		ResumeWindow:        60 * time.Second,
+		GameHistoryFrames:   256,
+		GameHistoryBytes:    262144,
+		ActionIDTTL:         120 * time.Second,
+		ActionIDMax:         256,
+		ShutdownRetrySpread: 10 * time.Second,
+		rateLimitGrace:      5 * time.Second, // "rate limited continuously for more than 5 s"
 		level:               zerolog.InfoLevel,
 	}
 }
@@ -101,7 +107,8 @@ func TestConfigDefaultsMatchContract(t *testing.T) {
 		want := []string{"LISTEN_ADDR", "PING_INTERVAL", "PING_TIMEOUT", "MAX_MESSAGE_BYTES", "SESSION_TIMEOUT",
 			"EXPIRY_CHECK_INTERVAL", "EXPIRY_WARNING", "ALLOWED_ORIGINS", "JWT_SECRET", "REQUIRE_AUTH", "RATE_LIMIT",
 			"RATE_BURST", "SEND_QUEUE_SIZE", "MAX_GAMES_PER_SESSION", "MAX_SESSIONS", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
-			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT"}
+			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT",
+			"RESUME_WINDOW", "GAME_HISTORY_FRAMES", "GAME_HISTORY_BYTES", "ACTION_ID_TTL", "ACTION_ID_MAX", "SHUTDOWN_RETRY_SPREAD"}
 		fields := configFields()
 		for _, key := range want {
 			if _, ok := fields[key]; !ok {
@@ -226,6 +233,8 @@ func TestConfigValidOverrides(t *testing.T) {
 				RateBurst: 10, SendQueueSize: 64, MaxGamesPerSession: 4, MaxSessions: 1000, ShutdownTimeout: 30 * time.Second,
 				LogLevel: "error", rateLimitGrace: 5 * time.Second, level: zerolog.ErrorLevel,
 				SendQueueBytes: 100000, MaxGameSessions: 2, HTTPTimeout: 3 * time.Second, HTTPIdleTimeout: 7 * time.Second,
+				ResumeWindow: 60 * time.Second, GameHistoryFrames: 256, GameHistoryBytes: 262144, ActionIDTTL: 120 * time.Second,
+				ActionIDMax: 256, ShutdownRetrySpread: 10 * time.Second,
 			}
 		}},
 	} {
@@ -303,6 +312,14 @@ func TestConfigInvalidValuesNameTheVariable(t *testing.T) {
 		{"HTTP_TIMEOUT zero", []string{"HTTP_TIMEOUT=0"}, []string{"HTTP_TIMEOUT"}},
 		{"HTTP_TIMEOUT unparsable", []string{"HTTP_TIMEOUT=10"}, []string{"HTTP_TIMEOUT"}},
 		{"HTTP_IDLE_TIMEOUT negative", []string{"HTTP_IDLE_TIMEOUT=-1s"}, []string{"HTTP_IDLE_TIMEOUT"}},
+		{"RESUME_WINDOW negative", []string{"RESUME_WINDOW=-1s"}, []string{"RESUME_WINDOW"}},
+		{"RESUME_WINDOW unparsable", []string{"RESUME_WINDOW=1m30"}, []string{"RESUME_WINDOW"}},
+		{"GAME_HISTORY_FRAMES zero", []string{"GAME_HISTORY_FRAMES=0"}, []string{"GAME_HISTORY_FRAMES"}},
+		{"GAME_HISTORY_BYTES below 1024", []string{"GAME_HISTORY_BYTES=1023"}, []string{"GAME_HISTORY_BYTES"}},
+		{"ACTION_ID_TTL shorter than RESUME_WINDOW", []string{"ACTION_ID_TTL=30s"}, []string{"ACTION_ID_TTL", "RESUME_WINDOW"}},
+		{"ACTION_ID_TTL zero", []string{"ACTION_ID_TTL=0", "RESUME_WINDOW=0"}, []string{"ACTION_ID_TTL"}},
+		{"ACTION_ID_MAX zero", []string{"ACTION_ID_MAX=0"}, []string{"ACTION_ID_MAX"}},
+		{"SHUTDOWN_RETRY_SPREAD zero", []string{"SHUTDOWN_RETRY_SPREAD=0"}, []string{"SHUTDOWN_RETRY_SPREAD"}},
 		{"MAX_SESSIONS unparsable", []string{"MAX_SESSIONS=unlimited"}, []string{"MAX_SESSIONS"}},
 		{"MAX_SESSIONS negative", []string{"MAX_SESSIONS=-1"}, []string{"MAX_SESSIONS"}},
 		{"SHUTDOWN_TIMEOUT unparsable", []string{"SHUTDOWN_TIMEOUT=later"}, []string{"SHUTDOWN_TIMEOUT"}},

@@ -14,34 +14,60 @@ import (
 	"github.com/google/uuid"
 )
 
-// closeReason says why a conn ends: what the peer is told and what the room hears.
-// Every way a connection can end is one row of the table below; no close code,
-// close text or presence reason is spelled anywhere else.
+// closeReason says why a conn ends: what the peer is told, whether its
+// session ends or only goes away, and what the room hears. Every way a
+// connection can end is one row of the table below; no close code, goodbye
+// word or presence reason is spelled anywhere else.
 type closeReason struct {
 	code       websocket.StatusCode
-	text       string // short: it travels in the close frame
-	presence   string // "disconnected", "expired" or "timeout"
+	word       string // the goodbye's reason and the close frame's text; "" when no close frame is sent
+	presence   string // the left reason the room hears when the session ends ("" for none: a takeover)
 	sendsClose bool   // false when the peer is presumed dead and gets no close frame
+	// away is the reason the room hears when the session survives its conn,
+	// away for RESUME_WINDOW; "" when the conn's end ends the session.
+	away      string
+	resumable bool // what the goodbye tells the client
+	// retryAfterMS is the goodbye's retry_after_ms; -1 sends null.
+	retryAfterMS int64
 }
 
-// The close-reason table. Presence reasons are the contract's words.
-// reasonDisconnected is a connection lost without a close frame, which the
-// WebSocket spec logs as 1006; a peer that did close gets peerClosed.
+// The close-reason table (contract v2 §3, §6). A connection lost without a
+// close frame is logged as 1006; a peer that closed gets peerClosed.
 var (
-	reasonDisconnected = closeReason{websocket.StatusAbnormalClosure, "", presenceDisconnected, false}
-	reasonExpired      = closeReason{4000, "session expired", presenceExpired, true}
-	reasonShutdown     = closeReason{websocket.StatusGoingAway, "server shutting down", presenceDisconnected, true}
-	reasonTooBig       = closeReason{websocket.StatusMessageTooBig, "message too big", presenceDisconnected, true}
-	reasonBinary       = closeReason{websocket.StatusUnsupportedData, "binary frames are not supported", presenceDisconnected, true}
-	reasonSlow         = closeReason{websocket.StatusPolicyViolation, "slow consumer", presenceDisconnected, true}
-	reasonFlood        = closeReason{websocket.StatusPolicyViolation, "rate limited", presenceDisconnected, true}
-	reasonTimeout      = closeReason{websocket.StatusAbnormalClosure, "", presenceTimeout, false}
+	reasonDisconnected = closeReason{code: websocket.StatusAbnormalClosure, presence: presenceDisconnected,
+		away: presenceDisconnected, retryAfterMS: -1}
+	reasonTimeout = closeReason{code: websocket.StatusAbnormalClosure, presence: presenceTimeout,
+		away: presenceTimeout, retryAfterMS: -1}
+	reasonSlow = closeReason{code: websocket.StatusPolicyViolation, word: "slow_consumer", presence: presenceDisconnected,
+		sendsClose: true, away: presenceSlowConsumer, resumable: true, retryAfterMS: -1}
+	reasonExpired   = closeReason{code: 4000, word: "expired", presence: presenceExpired, sendsClose: true, retryAfterMS: -1}
+	reasonTakenOver = closeReason{code: 4001, word: "taken_over", sendsClose: true, retryAfterMS: -1}
+	reasonShutdown  = closeReason{code: websocket.StatusGoingAway, word: "shutdown", presence: presenceDisconnected,
+		sendsClose: true, retryAfterMS: 0}
+	reasonTooBig = closeReason{code: websocket.StatusMessageTooBig, word: "too_big", presence: presenceDisconnected,
+		sendsClose: true, retryAfterMS: -1}
+	reasonBinary = closeReason{code: websocket.StatusUnsupportedData, word: "binary", presence: presenceDisconnected,
+		sendsClose: true, retryAfterMS: -1}
+	reasonFlood = closeReason{code: websocket.StatusPolicyViolation, word: "rate_limited", presence: presenceDisconnected,
+		sendsClose: true, retryAfterMS: -1}
 )
 
 // peerClosed is the reason of a connection the client ended with a close frame
-// carrying code: the session ends as disconnected, and the log shows the code.
+// carrying code. 1000 is a goodbye: the session ends as disconnected. Any
+// other code (a browser closing or reloading a tab sends 1001) leaves the
+// session away, resumable. Either way the log shows the client's code.
 func peerClosed(code websocket.StatusCode) closeReason {
-	return closeReason{code, "", presenceDisconnected, false}
+	r := closeReason{code: code, presence: presenceDisconnected, retryAfterMS: -1}
+	if code != websocket.StatusNormalClosure {
+		r.away = presenceDisconnected
+	}
+	return r
+}
+
+// withRetry returns r telling the client to come back after d.
+func (r closeReason) withRetry(d time.Duration) closeReason {
+	r.retryAfterMS = d.Milliseconds()
+	return r
 }
 
 // Presence words: why a member is no longer in a game.
@@ -50,6 +76,7 @@ const (
 	presenceDisconnected = "disconnected"
 	presenceExpired      = "expired"
 	presenceTimeout      = "timeout"
+	presenceSlowConsumer = "slow_consumer"
 )
 
 // Error codes of the contract's error frame; the connection stays open after each.
@@ -62,6 +89,16 @@ const (
 	codeTooManyGames   = "too_many_games"
 	codeRateLimited    = "rate_limited"
 	codeGameFull       = "game_full"
+	codeResumeFailed   = "resume_failed"
+	codeIDReused       = "id_reused"
+)
+
+// Why a resume failed: the reason of a resume_failed error.
+const (
+	resumeUnknown      = "unknown"
+	resumeUserMismatch = "user_mismatch"
+	resumeNotFirst     = "not_first"
+	resumeDisabled     = "disabled"
 )
 
 // Limits the contract puts on client frames.
@@ -87,6 +124,7 @@ const (
 	cmdDefensive
 	cmdOffensive
 	cmdRoll
+	cmdResume
 )
 
 // clientTypes maps the wire names of client frames to their kinds.
@@ -97,6 +135,7 @@ var clientTypes = map[string]cmdKind{
 	"submit_defensive_decision": cmdDefensive,
 	"submit_offensive_decision": cmdOffensive,
 	"roll_dice":                 cmdRoll,
+	"resume":                    cmdResume,
 }
 
 // eventTypes maps the game actions to the room event each one becomes.
@@ -113,7 +152,24 @@ type command struct {
 	game     uuid.UUID
 	decision json.RawMessage // submit_*_decision only
 	dice     []int           // roll_dice only
+	resume   *resumeRequest  // resume only
 }
+
+// resumeRequest is a resume's data: the session to take up again, and where
+// the client is in each of its games.
+type resumeRequest struct {
+	token string
+	games map[uuid.UUID]gamePosition
+}
+
+// gamePosition is the last event of a game a client has processed.
+type gamePosition struct {
+	epoch  string
+	offset uint64
+}
+
+// maxTokenLen bounds a resume token: the server's own are 26 characters.
+const maxTokenLen = 128
 
 // diceField decodes a dice array, refusing one longer than the contract
 // allows at its eleventh element, without decoding the rest: a roll_dice may
@@ -193,6 +249,7 @@ type protoError struct {
 	code    string
 	message string
 	id      string // echoed when the offending message carried a valid one
+	reason  string // resume_failed only: which of the resume reasons
 }
 
 func (e *protoError) Error() string { return e.code + ": " + e.message }
@@ -331,6 +388,15 @@ func decodeStrict(msg []byte) (command, *protoError) {
 	if isNull(env.Data) || !isObject(env.Data) {
 		return fail(codeInvalidMessage, "data must be an object")
 	}
+	if kind == cmdResume {
+		req, perr := decodeResume(env.Data)
+		if perr != nil {
+			perr.id = cmd.id
+			return command{}, perr
+		}
+		cmd.resume = req
+		return cmd, nil
+	}
 	var d gameData
 	if err := json.Unmarshal(env.Data, &d); err != nil {
 		return fail(codeInvalidMessage, "data must be an object")
@@ -367,6 +433,46 @@ func decodeStrict(msg []byte) (command, *protoError) {
 		}
 	}
 	return cmd, nil
+}
+
+// decodeResume reads a resume's data, which decodeStrict has checked is an object.
+func decodeResume(data json.RawMessage) (*resumeRequest, *protoError) {
+	var d struct {
+		Token json.RawMessage `json:"resume_token"`
+		Games json.RawMessage `json:"games"`
+	}
+	invalid := func(message string) (*resumeRequest, *protoError) {
+		return nil, &protoError{code: codeInvalidMessage, message: message}
+	}
+	if json.Unmarshal(data, &d) != nil {
+		return invalid("data must be an object")
+	}
+	req := &resumeRequest{}
+	if isNull(d.Token) || json.Unmarshal(d.Token, &req.token) != nil || req.token == "" || len(req.token) > maxTokenLen {
+		return invalid(fmt.Sprintf("data.resume_token must be a string of 1 to %d characters", maxTokenLen))
+	}
+	if isNull(d.Games) {
+		return req, nil
+	}
+	var games map[string]struct {
+		Epoch  *string `json:"epoch"`
+		Offset *uint64 `json:"offset"`
+	}
+	if !isObject(d.Games) || json.Unmarshal(d.Games, &games) != nil {
+		return invalid("data.games must map game ids to {epoch: string, offset: integer >= 0}")
+	}
+	req.games = make(map[uuid.UUID]gamePosition, len(games))
+	for id, pos := range games {
+		game, err := parseGameID(id)
+		if err != nil {
+			return nil, &protoError{code: codeInvalidGameID, message: "a key of data.games is not a UUID"}
+		}
+		if pos.Epoch == nil || pos.Offset == nil {
+			return invalid("each entry of data.games needs an epoch (string) and an offset (integer >= 0)")
+		}
+		req.games[game] = gamePosition{epoch: *pos.Epoch, offset: *pos.Offset}
+	}
+	return req, nil
 }
 
 // parseGameID parses a UUID in any of its spellings. uuid.Parse takes any
@@ -452,18 +558,52 @@ type sessionData struct {
 	UserID           *int64 `json:"user_id"`
 	PingIntervalMS   int64  `json:"ping_interval_ms"`
 	SessionTimeoutMS int64  `json:"session_timeout_ms"`
+	Protocol         int    `json:"protocol"`
+	ResumeToken      string `json:"resume_token"`
+	ResumeWindowMS   int64  `json:"resume_window_ms"`
 }
 
-// member is one entry of game_joined's member list.
+// protocolVersion is what session.data.protocol says.
+const protocolVersion = 2
+
+// member is one entry of a game's member list.
 type member struct {
 	SID    string `json:"sid"`
 	UserID *int64 `json:"user_id"`
+	Status string `json:"status"` // "connected" or "away"
 }
+
+// Member statuses.
+const (
+	statusConnected = "connected"
+	statusAway      = "away"
+)
 
 // gameJoinedData answers join_game.
 type gameJoinedData struct {
 	GameID  string   `json:"game_id"`
+	Epoch   string   `json:"epoch"`
+	Offset  uint64   `json:"offset"`
 	Members []member `json:"members"`
+}
+
+// resumedData answers a successful resume.
+type resumedData struct {
+	SID    string        `json:"sid"`
+	UserID *int64        `json:"user_id"`
+	AwayMS int64         `json:"away_ms"`
+	Games  []resumedGame `json:"games"`
+}
+
+// resumedGame is one game of a resumed session: where it stands, and whether
+// the events the client missed follow.
+type resumedGame struct {
+	game      uuid.UUID
+	GameID    string   `json:"game_id"`
+	Epoch     string   `json:"epoch"`
+	Offset    uint64   `json:"offset"`
+	Recovered bool     `json:"recovered"`
+	Members   []member `json:"members"`
 }
 
 // gameRef answers leave_game.
@@ -473,11 +613,13 @@ type gameRef struct {
 
 // presenceData tells a game that a member came or went, and why.
 type presenceData struct {
-	GameID string `json:"game_id"`
-	SID    string `json:"sid"`
-	UserID *int64 `json:"user_id"`
-	Status string `json:"status"`
-	Reason string `json:"reason,omitempty"`
+	GameID         string `json:"game_id"`
+	SID            string `json:"sid"`
+	UserID         *int64 `json:"user_id"`
+	Status         string `json:"status"`
+	Reason         string `json:"reason,omitempty"`
+	ResumeWindowMS *int64 `json:"resume_window_ms,omitempty"` // away only
+	AwayMS         *int64 `json:"away_ms,omitempty"`          // back only
 }
 
 // decisionData is a defensive or offensive decision relayed to the game.
@@ -501,6 +643,7 @@ type diceData struct {
 type errorData struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // expiringData warns a session that it will expire unless the client acts.
@@ -513,9 +656,27 @@ type heartbeatData struct {
 	Timestamp string `json:"timestamp"`
 }
 
+// goodbyeData tells a client, before the server closes its connection, why
+// and what to do next.
+type goodbyeData struct {
+	Code         int    `json:"code"`
+	Reason       string `json:"reason"`
+	RetryAfterMS *int64 `json:"retry_after_ms"`
+	Resumable    bool   `json:"resumable"`
+}
+
+// encodeGoodbye builds the goodbye for r.
+func encodeGoodbye(r closeReason) []byte {
+	d := goodbyeData{Code: int(r.code), Reason: r.word, Resumable: r.resumable}
+	if r.retryAfterMS >= 0 {
+		d.RetryAfterMS = &r.retryAfterMS
+	}
+	return encode("goodbye", "", d)
+}
+
 // encodeError builds an error frame echoing id.
 func encodeError(e *protoError) []byte {
-	return encode("error", e.id, errorData{Code: e.code, Message: e.message})
+	return encode("error", e.id, errorData{Code: e.code, Message: e.message, Reason: e.reason})
 }
 
 // encodeHeartbeatAck builds heartbeat_ack for the time now.
@@ -528,15 +689,35 @@ func encodePresence(game uuid.UUID, sid string, userID *int64, status, reason st
 	return encode("presence", "", presenceData{GameID: game.String(), SID: sid, UserID: userID, Status: status, Reason: reason})
 }
 
+// encodeAway builds the presence of a member whose connection was lost.
+func encodeAway(game uuid.UUID, sid string, userID *int64, reason string, window time.Duration) []byte {
+	ms := window.Milliseconds()
+	return encode("presence", "", presenceData{GameID: game.String(), SID: sid, UserID: userID, Status: statusAway,
+		Reason: reason, ResumeWindowMS: &ms})
+}
+
+// encodeBack builds the presence of a member that resumed after away.
+func encodeBack(game uuid.UUID, sid string, userID *int64, away time.Duration) []byte {
+	ms := away.Milliseconds()
+	return encode("presence", "", presenceData{GameID: game.String(), SID: sid, UserID: userID, Status: "back", AwayMS: &ms})
+}
+
+// withDup returns a remembered reply marked as a duplicate: {"dup":true,…}.
+func withDup(frame []byte) []byte {
+	out := make([]byte, 0, len(frame)+len(`"dup":true,`))
+	out = append(out, '{')
+	out = append(out, `"dup":true,`...)
+	return append(out, frame[1:]...)
+}
+
 // encodeExpiring builds session_expiring.
 func encodeExpiring(in time.Duration) []byte {
 	return encode("session_expiring", "", expiringData{ExpiresInMS: in.Milliseconds()})
 }
 
-// encodeEvent builds a game action's room event twice: once carrying the
-// sender's message id (for the sender) and once without (shared by every other
-// member). When the message had no id the two are the same bytes.
-func encodeEvent(cmd command, sid string, userID *int64, results []int) (self, others []byte) {
+// encodeEvent builds a game action's room event, without an id and before
+// its offset: the hub sequences it, and the sender's copy gets its id then.
+func encodeEvent(cmd command, sid string, userID *int64, results []int) []byte {
 	game := cmd.game.String()
 	var data any
 	if cmd.kind == cmdRoll {
@@ -544,8 +725,7 @@ func encodeEvent(cmd command, sid string, userID *int64, results []int) (self, o
 	} else {
 		data = decisionData{GameID: game, SID: sid, UserID: userID, Decision: cmd.decision}
 	}
-	others = encode(eventTypes[cmd.kind], "", data)
-	return withID(others, cmd.id), others
+	return encode(eventTypes[cmd.kind], "", data)
 }
 
 // withID returns frame, encoded without an id, with id added after its type:

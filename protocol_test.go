@@ -590,7 +590,8 @@ func TestEncodeEvent(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			self, others := encodeEvent(tc.cmd, "s1", tc.userID, tc.results)
+			others := encodeEvent(tc.cmd, "s1", tc.userID, tc.results)
+			self := withID(others, tc.cmd.id)
 			o := protoParse(t, others)
 			protoKeys(t, o.top, "type", "data")
 			protoField(t, o.top, "type", strconv.Quote(tc.typ))
@@ -754,10 +755,14 @@ func TestEncodeSessionFrame(t *testing.T) {
 			f := protoParse(t, encode("session", "", sessionData{
 				SID: "0123456789abcdefGHIJ", UserID: tc.userID,
 				PingIntervalMS: 25000, SessionTimeoutMS: 300000,
+				Protocol: protocolVersion, ResumeToken: "T0KEN", ResumeWindowMS: 60000,
 			}))
 			protoKeys(t, f.top, "type", "data")
 			protoField(t, f.top, "type", `"session"`)
-			protoKeys(t, f.data, "sid", "user_id", "ping_interval_ms", "session_timeout_ms")
+			protoKeys(t, f.data, "sid", "user_id", "ping_interval_ms", "session_timeout_ms", "protocol", "resume_token", "resume_window_ms")
+			protoField(t, f.data, "protocol", "2")
+			protoField(t, f.data, "resume_token", `"T0KEN"`)
+			protoField(t, f.data, "resume_window_ms", "60000")
 			protoField(t, f.data, "sid", `"0123456789abcdefGHIJ"`)
 			protoField(t, f.data, "user_id", tc.wantUser)
 			protoField(t, f.data, "ping_interval_ms", "25000")
@@ -782,7 +787,8 @@ func TestEncodeGameIDCanonical(t *testing.T) {
 			if perr != nil {
 				t.Fatalf("decode: %v", perr)
 			}
-			self, others := encodeEvent(cmd, "s", nil, nil)
+			others := encodeEvent(cmd, "s", nil, nil)
+			self := withID(others, cmd.id)
 			frames := map[string][]byte{
 				"event to sender": self,
 				"event to others": others,
@@ -800,45 +806,70 @@ func TestEncodeGameIDCanonical(t *testing.T) {
 	}
 }
 
-// TestCloseReasons checks the close-reason table against the contract's codes
-// and presence words, and that every close text fits in a close frame.
+// TestCloseReasons checks the close-reason table against contract v2 §3 and
+// §6: code, goodbye word, v1's left reason, whether a close frame is sent,
+// whether the session goes away (and why) or ends, and what the goodbye says.
 func TestCloseReasons(t *testing.T) {
 	cases := []struct {
 		name       string
 		r          closeReason
 		code       int
+		word       string
 		presence   string
 		sendsClose bool
-		checkCode  bool
-		text       string // "" when the contract names no text
+		away       string
+		resumable  bool
 	}{
-		{name: "expired", r: reasonExpired, code: 4000, checkCode: true, presence: "expired", sendsClose: true, text: "session expired"},
-		{name: "shutdown", r: reasonShutdown, code: 1001, checkCode: true, presence: "disconnected", sendsClose: true},
-		{name: "too big", r: reasonTooBig, code: 1009, checkCode: true, presence: "disconnected", sendsClose: true},
-		{name: "binary", r: reasonBinary, code: 1003, checkCode: true, presence: "disconnected", sendsClose: true},
-		{name: "slow consumer", r: reasonSlow, code: 1008, checkCode: true, presence: "disconnected", sendsClose: true},
-		{name: "flood", r: reasonFlood, code: 1008, checkCode: true, presence: "disconnected", sendsClose: true},
-		{name: "missed pong", r: reasonTimeout, presence: "timeout", sendsClose: false},
-		{name: "peer disconnected", r: reasonDisconnected, presence: "disconnected", sendsClose: false},
+		{"expired", reasonExpired, 4000, "expired", "expired", true, "", false},
+		{"taken over", reasonTakenOver, 4001, "taken_over", "", true, "", false},
+		{"shutdown", reasonShutdown, 1001, "shutdown", "disconnected", true, "", false},
+		{"slow consumer", reasonSlow, 1008, "slow_consumer", "disconnected", true, "slow_consumer", true},
+		{"flood", reasonFlood, 1008, "rate_limited", "disconnected", true, "", false},
+		{"too big", reasonTooBig, 1009, "too_big", "disconnected", true, "", false},
+		{"binary", reasonBinary, 1003, "binary", "disconnected", true, "", false},
+		{"missed pong", reasonTimeout, 1006, "", "timeout", false, "timeout", false},
+		{"lost", reasonDisconnected, 1006, "", "disconnected", false, "disconnected", false},
+		{"client's goodbye", peerClosed(1000), 1000, "", "disconnected", false, "", false},
+		{"tab closed", peerClosed(1001), 1001, "", "disconnected", false, "disconnected", false},
+		{"client's own code", peerClosed(4321), 4321, "", "disconnected", false, "disconnected", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.checkCode && int(tc.r.code) != tc.code {
-				t.Errorf("code = %d, want %d", tc.r.code, tc.code)
+			got := struct {
+				code                 int
+				word, presence, away string
+				sendsClose, resum    bool
+			}{int(tc.r.code), tc.r.word, tc.r.presence, tc.r.away, tc.r.sendsClose, tc.r.resumable}
+			want := struct {
+				code                 int
+				word, presence, away string
+				sendsClose, resum    bool
+			}{tc.code, tc.word, tc.presence, tc.away, tc.sendsClose, tc.resumable}
+			if got != want {
+				t.Errorf("reason = %+v, want %+v", got, want)
 			}
-			if tc.r.presence != tc.presence {
-				t.Errorf("presence = %q, want %q", tc.r.presence, tc.presence)
-			}
-			if tc.r.sendsClose != tc.sendsClose {
-				t.Errorf("sendsClose = %v, want %v", tc.r.sendsClose, tc.sendsClose)
-			}
-			if tc.text != "" && tc.r.text != tc.text {
-				t.Errorf("text = %q, want %q", tc.r.text, tc.text)
-			}
-			if len(tc.r.text) > 123 { // RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
-				t.Errorf("text is %d bytes, too long for a close frame", len(tc.r.text))
+			if tc.r.sendsClose != (tc.r.word != "") {
+				t.Errorf("a close frame needs a goodbye word, and only it has one: %+v", tc.r)
 			}
 		})
+	}
+}
+
+// TestGoodbye checks the goodbye frame: code, word, retry_after_ms null or a
+// number, resumable.
+func TestGoodbye(t *testing.T) {
+	for _, tc := range []struct {
+		r    closeReason
+		want string
+	}{
+		{reasonExpired, `{"type":"goodbye","data":{"code":4000,"reason":"expired","retry_after_ms":null,"resumable":false}}`},
+		{reasonSlow, `{"type":"goodbye","data":{"code":1008,"reason":"slow_consumer","retry_after_ms":null,"resumable":true}}`},
+		{reasonShutdown.withRetry(1234 * time.Millisecond), `{"type":"goodbye","data":{"code":1001,"reason":"shutdown","retry_after_ms":1234,"resumable":false}}`},
+		{reasonShutdown.withRetry(0), `{"type":"goodbye","data":{"code":1001,"reason":"shutdown","retry_after_ms":0,"resumable":false}}`},
+	} {
+		if got := string(encodeGoodbye(tc.r)); got != tc.want {
+			t.Errorf("goodbye\n got %s\nwant %s", got, tc.want)
+		}
 	}
 }
 

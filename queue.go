@@ -52,6 +52,13 @@ func (q *sendQueue) offer(frame []byte) bool {
 	return q.add(frame, q.limit/2, q.limitBytes/2) == pushQueued
 }
 
+// force queues frame whatever the queue holds (unless it is discarded): a
+// resume's catch-up is bounded by the games' histories, and must never make
+// the client it is meant to help a slow consumer.
+func (q *sendQueue) force(frame []byte) {
+	q.add(frame, int(^uint(0)>>1), int(^uint(0)>>1))
+}
+
 // pushResult says what add did with a frame.
 type pushResult uint8
 
@@ -86,10 +93,13 @@ func (q *sendQueue) add(frame []byte, frames, bytes int) pushResult {
 	return pushQueued
 }
 
-// grow doubles the ring (from 2, up to limit), keeping the frames in order.
-// Called with mu held.
+// grow doubles the ring (from 2, up to limit, or beyond it for a forced
+// frame), keeping the frames in order. Called with mu held.
 func (q *sendQueue) grow() {
 	size := min(max(2*len(q.buf), 2), q.limit)
+	if size <= q.n {
+		size = 2 * q.n
+	}
 	buf := make([][]byte, size)
 	for i := range q.n {
 		buf[i] = q.buf[(q.head+i)%len(q.buf)]

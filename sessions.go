@@ -6,20 +6,31 @@ import (
 	"github.com/google/uuid"
 )
 
-// session is the hub's record of one connected client. Every field is owned by
-// the hub goroutine; the conn holds no pointer back to it.
+// session is the hub's record of one client's session. It outlives its
+// connection: while it is away it has no conn, and a resume gives it another.
+// Every field is owned by the hub goroutine; the conn holds no pointer back to it.
 type session struct {
 	// set at construction
 	sid         string
 	userID      *int64 // nil for an anonymous session
 	connectedAt time.Time
 	remote      string
-	conn        *conn
+	token       [32]byte // SHA-256 of its resume token: the token itself is never kept
 
 	// owned by the hub goroutine
+	conn         *conn // nil while the session is away
 	lastActivity time.Time
 	warned       bool // session_expiring sent in the current idle period
 	games        map[uuid.UUID]struct{}
+
+	// while away: since when, why, and the window's timer. gen tells the
+	// timer's message from an earlier window's, which may arrive late.
+	awaySince  time.Time
+	awayReason string
+	window     *time.Timer
+	gen        uint64
+
+	actions *actionMemory // nil until the session sends an action with an id
 
 	// idle-list links: sessions in order of last activity, oldest first, so a
 	// sweep touches only the sessions it warns or expires.
@@ -38,7 +49,13 @@ type index struct {
 	sessions map[string]*session
 	byUser   map[int64]map[*session]struct{}
 	byGame   map[uuid.UUID]map[*session]struct{}
-	seats    *seatCounts // byGame's sizes, in a form health can copy cheaply
+	byToken  map[[32]byte]*session
+	logs     map[uuid.UUID]*gameLog // every game in byGame has one, and no other
+	seats    *seatCounts            // byGame's sizes, in a form health can copy cheaply
+	away     int                    // sessions with no conn
+
+	// set at construction: the history each game keeps
+	historyFrames, historyBytes int
 
 	// version changes whenever a count health reports may have changed, so
 	// health can tell that what it rendered last is still true.
@@ -59,8 +76,12 @@ func newIndex() *index {
 		sessions: make(map[string]*session),
 		byUser:   make(map[int64]map[*session]struct{}),
 		byGame:   make(map[uuid.UUID]map[*session]struct{}),
+		byToken:  make(map[[32]byte]*session),
+		logs:     make(map[uuid.UUID]*gameLog),
 		seats:    newSeatCounts(),
-		version:  1, // a caller that holds nothing holds version 0
+
+		historyFrames: 256, historyBytes: 256 << 10, // the contract's defaults; the hub sets its own
+		version: 1, // a caller that holds nothing holds version 0
 	}
 }
 
@@ -73,6 +94,9 @@ func (x *index) add(s *session, now time.Time) bool {
 	s.lastActivity = now
 	s.games = nil
 	x.sessions[s.sid] = s
+	if s.token != ([32]byte{}) {
+		x.byToken[s.token] = s
+	}
 	x.version++
 	if s.userID != nil {
 		set := x.byUser[*s.userID]
@@ -94,6 +118,12 @@ func (x *index) remove(sid string) (*session, []uuid.UUID) {
 		return nil, nil
 	}
 	delete(x.sessions, sid)
+	if x.byToken[s.token] == s {
+		delete(x.byToken, s.token)
+	}
+	if s.conn == nil {
+		x.away--
+	}
 	x.version++
 	if s.userID != nil {
 		set := x.byUser[*s.userID]
@@ -125,6 +155,7 @@ func (x *index) join(s *session, game uuid.UUID) bool {
 	if set == nil {
 		set = make(map[*session]struct{}, 4)
 		x.byGame[game] = set
+		x.logs[game] = newGameLog(x.historyFrames, x.historyBytes) // a new game: a new epoch
 	}
 	set[s] = struct{}{}
 	x.seats.add(game, 1)
@@ -151,6 +182,7 @@ func (x *index) dropMember(game uuid.UUID, s *session) {
 	delete(set, s)
 	if len(set) == 0 {
 		delete(x.byGame, game)
+		delete(x.logs, game) // its history dies with its last seat
 	}
 	x.seats.add(game, -1)
 	x.version++
@@ -161,6 +193,12 @@ func (x *index) inGame(s *session, game uuid.UUID) bool {
 	_, in := s.games[game]
 	return in
 }
+
+// setAway records that s lost its conn; setBack that it has one again.
+func (x *index) setAway(s *session) { s.conn = nil; x.away++; x.version++ }
+
+// setBack gives an away session the conn c.
+func (x *index) setBack(s *session, c *conn) { s.conn = c; x.away--; x.version++ }
 
 // seatsIn returns how many seats game has.
 func (x *index) seatsIn(game uuid.UUID) int {

@@ -125,7 +125,8 @@ test('a: two pages join one game, see each other, relay a decision, share dice',
       'A\'s defensive_decision',
     );
     assert.equal(relayed.id, undefined, 'a relayed event carries no id');
-    assert.deepEqual(relayed.data, { game_id: game, sid: sa.sid, user_id: null, decision });
+    assert.deepEqual(relayed.data, { game_id: game, sid: sa.sid, user_id: null, decision, offset: echo.data.offset });
+    assert.ok(Number.isInteger(echo.data.offset) && echo.data.offset > 0, 'a game event carries its offset');
 
     // B's offensive decision reaches A too.
     await b.request('submit_offensive_decision', { game_id: game, decision: { steal: true } });
@@ -239,7 +240,7 @@ test('d: an idle page is warned, then closed with 4000; its game hears "expired"
     const warning = warnings.at(-1);
     assert.ok(warning.data.expires_in_ms > 0 && warning.data.expires_in_ms <= 1000, JSON.stringify(warning));
     assert.equal(close.code, 4000, `close code: ${JSON.stringify(close)}`);
-    assert.equal(close.reason, 'session expired');
+    assert.equal(close.reason, 'expired');
     assert.ok(close.wasClean, 'expiry closes with a close handshake');
     assert.ok(warning._at < close.at, 'warning comes before the close');
     assert.ok(!(await idle.events()).some((e) => e.type === 'error'), 'no error event on a clean close');
@@ -280,7 +281,7 @@ test('e: an access_token cookie set in the browser authenticates the handshake',
     assert.equal(s.user_id, 42);
     const game = randomUUID();
     const joined = await join(a, game);
-    assert.deepEqual(joined.data.members, [{ sid: s.sid, user_id: 42 }]);
+    assert.deepEqual(joined.data.members, [{ sid: s.sid, user_id: 42, status: 'connected' }]);
     const health = await dugout.health();
     assert.equal(health.total_sessions, 1);
     assert.equal(health.unique_users, 1);

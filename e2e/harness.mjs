@@ -90,7 +90,10 @@ export async function removeBuild() {
 }
 
 // startDugout runs the binary with env (LISTEN_ADDR=127.0.0.1:0 by default) and
-// waits for its start-up line, whose addr field says where it listens.
+// waits for its start-up line, whose addr field says where it listens. These
+// scenarios check protocol 1's rules, so RESUME_WINDOW defaults to 0 here: a
+// closed page ends its session at once (a page's close sends 1001, which
+// protocol 2 treats as a lost connection).
 export async function startDugout(env = {}) {
   const { bin } = await buildDugout();
   const child = spawn(bin, [], {
@@ -99,6 +102,7 @@ export async function startDugout(env = {}) {
       HOME: process.env.HOME ?? '/tmp',
       LISTEN_ADDR: '127.0.0.1:0',
       LOG_LEVEL: 'info',
+      RESUME_WINDOW: '0',
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

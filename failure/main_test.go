@@ -39,11 +39,14 @@ const (
 )
 
 // serverEnv is the environment these tests run dugout with. SESSION_TIMEOUT=0
-// turns inactivity expiry off so that it cannot be what ends a session.
+// turns inactivity expiry off so that it cannot be what ends a session, and
+// RESUME_WINDOW=0 ends a lost session at once, as protocol 1 did, so the
+// tests see its left presence with the reason the failure gives.
 var serverEnv = map[string]string{
 	"PING_INTERVAL":   pingInterval.String(),
 	"PING_TIMEOUT":    pingTimeout.String(),
 	"SESSION_TIMEOUT": "0",
+	"RESUME_WINDOW":   "0",
 }
 
 // slack is added to the contract's bound for scheduling on a busy machine

@@ -72,7 +72,7 @@ func (p *churnPeer) handle(f *frameIn, _ int64) {
 	case f.Type == "error":
 		p.errFrames++
 		if p.firstErr == "" {
-			p.firstErr = f.Data.Code + ": " + f.Data.Message
+			p.firstErr = string(f.Data.Code) + ": " + f.Data.Message
 		}
 	}
 	if !p.joinedOnce && len(p.members) == p.groupSize {

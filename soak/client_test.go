@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -35,9 +36,18 @@ func now() int64 { return int64(time.Since(epoch)) }
 // connection is handed to the WebSocket and never pooled anyway.
 var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
-// startServer runs dugout with env added to the servertest defaults.
+// startServer runs dugout with env added to the servertest defaults. These
+// soak tests check protocol 1's rules, so unless a test says otherwise the
+// server runs with RESUME_WINDOW=0: a lost connection ends its session at once.
 func startServer(t *testing.T, env map[string]string) *servertest.Proc {
 	t.Helper()
+	if _, ok := env["RESUME_WINDOW"]; !ok {
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["RESUME_WINDOW"] = "0"
+	}
 	return servertest.Start(t, servertest.Options{Env: env})
 }
 
@@ -50,13 +60,27 @@ type frameIn struct {
 		GameID   string    `json:"game_id"`
 		Status   string    `json:"status"`
 		Reason   string    `json:"reason"`
-		Code     string    `json:"code"`
+		Code     frameCode `json:"code"`
 		Message  string    `json:"message"`
 		Decision *decision `json:"decision"`
 		Members  []struct {
 			SID string `json:"sid"`
 		} `json:"members"`
 	} `json:"data"`
+}
+
+// frameCode is an error's code (a string) or a goodbye's (a close code, a number).
+type frameCode string
+
+// UnmarshalJSON takes either.
+func (c *frameCode) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		*c = frameCode(s)
+		return nil
+	}
+	*c = frameCode(b)
+	return nil
 }
 
 // isDecision reports whether f is a relayed decision. One without a

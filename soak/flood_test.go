@@ -66,7 +66,7 @@ func (m *normalMember) handle(f *frameIn, at int64) {
 	case f.isDecision():
 		m.fromOthers++
 	case f.Type == "error":
-		m.errFrames = append(m.errFrames, f.Data.Code+": "+f.Data.Message)
+		m.errFrames = append(m.errFrames, string(f.Data.Code)+": "+f.Data.Message)
 	}
 	if !m.joinedOnce && len(m.members) == floodMembers {
 		m.joinedOnce = true
@@ -293,8 +293,8 @@ flood:
 	if fl.limited.Load() == 0 {
 		t.Error("the flooder was never refused with rate_limited")
 	}
-	if closeCode != websocket.StatusPolicyViolation || closeReason != "rate limited" {
-		t.Errorf("the flooder's connection ended with close %d %q (%v); want 1008 \"rate limited\"", closeCode, closeReason, c.err)
+	if closeCode != websocket.StatusPolicyViolation || closeReason != "rate_limited" {
+		t.Errorf("the flooder's connection ended with close %d %q (%v); want 1008 \"rate_limited\"", closeCode, closeReason, c.err)
 	}
 	if firstLim > 0 && (limitedFor < grace-500*time.Millisecond || limitedFor > grace+3*time.Second) {
 		t.Errorf("the flooder was closed %s after its first refusal; want about %s", limitedFor, grace)

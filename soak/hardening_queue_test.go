@@ -140,7 +140,7 @@ func (m *reading) run() {
 			case f.Type == "presence" && f.Data.Status == "left":
 				m.left[f.Data.SID] = leftSeen{reason: f.Data.Reason, after: m.lastSeq}
 			case f.Type == "error":
-				m.errFrames = append(m.errFrames, f.Data.Code+": "+f.Data.Message)
+				m.errFrames = append(m.errFrames, string(f.Data.Code)+": "+f.Data.Message)
 			}
 		}
 	}()

@@ -69,7 +69,7 @@ func (r *burstReader) handle(op byte, payload []byte, at int64) {
 			r.badIDs = append(r.badIDs, f.ID)
 		}
 	case f.Type == "error":
-		r.errFrames = append(r.errFrames, f.Data.Code+": "+f.Data.Message)
+		r.errFrames = append(r.errFrames, string(f.Data.Code)+": "+f.Data.Message)
 	default:
 		r.others++
 	}
@@ -211,7 +211,7 @@ func TestSoakBurstWhileReading(t *testing.T) {
 
 // TestSoakPingFlood has a raw client send 5,000 pings a second, over a
 // hundred times what RATE_LIMIT x 2 allows. Its pings beyond the limit must go
-// unanswered, it must be closed with 1008 "rate limited" after the flood
+// unanswered, it must be closed with 1008 "rate_limited" after the flood
 // grace, and a bystander's heartbeats must be answered all the while.
 func TestSoakPingFlood(t *testing.T) {
 	const batch, every = 50, 10 * time.Millisecond // 5,000 pings a second
@@ -239,7 +239,7 @@ func TestSoakPingFlood(t *testing.T) {
 			lat = append(lat, time.Duration(at-sent))
 			acks.Add(1)
 		case f.Type == "error":
-			byErrs = append(byErrs, f.Data.Code)
+			byErrs = append(byErrs, string(f.Data.Code))
 		}
 	})
 	defer func() { _ = by.ws.CloseNow(); <-by.done }()
@@ -346,8 +346,8 @@ flood:
 		t.Fatalf("no close frame within %s of the flood's start; %d pings sent, %d pongs; pinger: %v; server: %s",
 			grace+10*time.Second, sent.Load(), pongs.Load(), pingErr, endings(p))
 	}
-	if cf.code != 1008 || cf.reason != "rate limited" {
-		t.Errorf("the ping flooder was closed with %s, want 1008 \"rate limited\"", cf)
+	if cf.code != 1008 || cf.reason != "rate_limited" {
+		t.Errorf("the ping flooder was closed with %s, want 1008 \"rate_limited\"", cf)
 	}
 	if closedAfter < grace-500*time.Millisecond || closedAfter > grace+3*time.Second {
 		t.Errorf("the ping flooder was closed %s after its first ping; want about the %s grace", closedAfter.Round(time.Millisecond), grace)

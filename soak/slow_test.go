@@ -93,7 +93,7 @@ func (m *busyMember) handle(f *frameIn, at int64) {
 		default:
 		}
 	case f.Type == "error":
-		m.errFrames = append(m.errFrames, f.Data.Code+": "+f.Data.Message)
+		m.errFrames = append(m.errFrames, string(f.Data.Code)+": "+f.Data.Message)
 	}
 	if !m.joinedOnce && len(m.members) == 4 {
 		m.joinedOnce = true
@@ -323,8 +323,8 @@ func TestSoakSlowConsumer(t *testing.T) {
 	}
 	// 1008 is reachable: no ping was in flight, so the server's writer, once
 	// the client reads again, finishes its blocked write and sends the close.
-	if closeCode != websocket.StatusPolicyViolation || closeReason != "slow consumer" {
-		t.Errorf("the slow member's connection ended with close %d %q (%v); want 1008 \"slow consumer\"", closeCode, closeReason, readErr)
+	if closeCode != websocket.StatusPolicyViolation || closeReason != "slow_consumer" {
+		t.Errorf("the slow member's connection ended with close %d %q (%v); want 1008 \"slow_consumer\"", closeCode, closeReason, readErr)
 	}
 	if t.Failed() {
 		t.Logf("server: %s", endings(p))
