@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	mrand "math/rand/v2"
@@ -139,7 +140,9 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused")
 		return nil, false // Accept has written the status
 	}
-	ws.SetReadLimit(s.cfg.MaxMessageBytes)
+	// The size limit is the reader's own (readMessage): the library's would
+	// close the conn itself, with no goodbye and its own close text.
+	ws.SetReadLimit(-1)
 	token := rand.Text() // 130 random bits; only its hash is kept, and it is never logged
 	c.ws, c.raw, c.connectedAt, c.token = ws, hj.conn, time.Now(), hashToken(token)
 	if !s.hub.register(c) {
@@ -219,7 +222,7 @@ func (s *server) readLoop(c *conn) closeReason {
 	limiter := rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
 	var flood floodTracker
 	for first := true; ; first = false {
-		typ, msg, err := c.ws.Read(context.Background())
+		typ, msg, err := readMessage(c.ws, s.cfg.MaxMessageBytes)
 		if err != nil {
 			return readErrorReason(err)
 		}
@@ -351,9 +354,30 @@ func prepare(c *conn, cmd command, results []int) commandMsg {
 	return m
 }
 
+// errTooBig is a message larger than MAX_MESSAGE_BYTES.
+var errTooBig = errors.New("message larger than MAX_MESSAGE_BYTES")
+
+// readMessage reads one whole message of at most max bytes. A larger one is
+// not read further: the conn ends as too big (the wire meter bounds what the
+// close handshake may still read of it).
+func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, []byte, error) {
+	typ, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	msg, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return 0, nil, err
+	}
+	if int64(len(msg)) > max {
+		return 0, nil, errTooBig
+	}
+	return typ, msg, nil
+}
+
 // readErrorReason maps the error that ended a read to the conn's close reason.
 func readErrorReason(err error) closeReason {
-	if errors.Is(err, websocket.ErrMessageTooBig) || errors.Is(err, errWireBudget) {
+	if errors.Is(err, errTooBig) || errors.Is(err, errWireBudget) {
 		return reasonTooBig
 	}
 	if code := websocket.CloseStatus(err); code != -1 {
@@ -404,7 +428,7 @@ func (c *conn) writeQueued(timeout time.Duration) {
 			return
 		}
 		if err := c.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
-			c.stop(writeErrorReason(err))
+			c.writeFailed(err)
 			return
 		}
 	}
@@ -416,12 +440,18 @@ func (c *conn) writeQueued(timeout time.Duration) {
 	}
 }
 
-// writeErrorReason maps the error that ended a write to the conn's close reason.
-func writeErrorReason(err error) closeReason {
+// writeFailed ends a conn whose write failed. A peer that accepted no data
+// for the write deadline is as dead as one that misses a pong. Any other
+// failure means the socket is going anyway, and the reader, which sees why
+// (the client's own close frame, with its code, or a lost connection), names
+// the reason: a client that closes with 1000 while frames are on their way to
+// it said goodbye, and its session ends rather than going away.
+func (c *conn) writeFailed(err error) {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return reasonTimeout
+		c.stop(reasonTimeout)
+		return
 	}
-	return reasonDisconnected
+	_ = c.raw.Close() // the reader returns at once, with the reason
 }
 
 // ping sends one ping and waits up to timeout for its pong. A missing pong

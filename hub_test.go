@@ -325,13 +325,37 @@ func checkHubInvariants(t testing.TB, h *hub) {
 	if len(h.slow) != 0 {
 		t.Errorf("%d sessions still marked slow between messages", len(h.slow))
 	}
+	away := 0
 	for sid, s := range h.idx.sessions {
 		switch {
 		case s == nil:
-		case s.conn == nil || s.conn.sid != sid:
+		case s.conn == nil: // away: no conn, and a window that will end it
+			away++
+			if s.window == nil || h.cfg.resumeWindow <= 0 {
+				t.Errorf("session %s is away with window timer %v (RESUME_WINDOW %s)", sid, s.window, h.cfg.resumeWindow)
+			}
+		case s.conn.sid != sid:
 			t.Errorf("session %s has conn %v", sid, s.conn)
 		case connStopped(s.conn):
 			t.Errorf("session %s is live but its conn was stopped (%+v)", sid, s.conn.reason)
+		case s.window != nil:
+			t.Errorf("session %s is connected but its away window still runs", sid)
+		}
+		if h.idx.byToken[s.token] != s && s.token != ([32]byte{}) {
+			t.Errorf("session %s cannot be found by its resume token", sid)
+		}
+	}
+	if away != h.idx.away {
+		t.Errorf("%d sessions are away, the index counts %d", away, h.idx.away)
+	}
+	for g := range h.idx.byGame {
+		if h.idx.logs[g] == nil {
+			t.Errorf("game %s has seats but no history", g)
+		}
+	}
+	for g := range h.idx.logs {
+		if h.idx.byGame[g] == nil {
+			t.Errorf("game %s has a history but no seat", g)
 		}
 	}
 }
