@@ -105,6 +105,8 @@ func (o *options) hostileConns() int {
 // message size, game limits), and only what the scenario needs changed.
 func (o *options) hostileEnv() map[string]string {
 	env := map[string]string{
+		// A dropped attacker ends at once, so health shows when it was dropped.
+		"RESUME_WINDOW":   "0",
 		"LISTEN_ADDR":     "127.0.0.1:0",
 		"PING_INTERVAL":   o.pingInterval.String(),
 		"PING_TIMEOUT":    o.pingTimeout.String(),

@@ -343,7 +343,8 @@ func runNonReaders(ctx context.Context, o *options, p *proc, d *dialer) (*measur
 	var sendErrs sampler
 	var senders sync.WaitGroup
 	for i, g := range games {
-		msg := padded(`{"type":"submit_defensive_decision","id":"d","data":{"game_id":"`+g.gid+`","decision":{"pad":"`, `"}}}`, floodBytes)
+		// No id: with one, protocol 2 would run the same decision once and answer every repeat as a duplicate.
+		msg := padded(`{"type":"submit_defensive_decision","data":{"game_id":"`+g.gid+`","decision":{"pad":"`, `"}}}`, floodBytes)
 		senders.Add(1)
 		go func() {
 			defer senders.Done()

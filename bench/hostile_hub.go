@@ -78,7 +78,8 @@ func runHealthLoop(ctx context.Context, o *options, p *proc, d *dialer) (*measur
 			}
 		})
 		for j := i * gamesPerSession; j < min(g, (i+1)*gamesPerSession); j++ {
-			if err := write(ctx, ws, []byte(`{"type":"join_game","id":"j","data":{"game_id":"`+uuid.NewString()+`"}}`)); err != nil {
+			// No id: an id names one action (protocol 2), and these are many.
+			if err := write(ctx, ws, []byte(`{"type":"join_game","data":{"game_id":"`+uuid.NewString()+`"}}`)); err != nil {
 				fails.add("session %d join: %v", i, err)
 				return
 			}

@@ -7,6 +7,7 @@
 //	go run ./bench fanout  [-games 1000] [-members 4] [-interval 1000] [-duration 20s]
 //	go run ./bench churn   [-waves 5] [-clients 2000]
 //	go run ./bench hostile -scenario flood|nonreaders|fds|healthloop|expiry|join
+//	go run ./bench resume  [-n 5000] [-resume-window 60s]
 package main
 
 import (
@@ -55,6 +56,7 @@ type options struct {
 	dugoutBin, baseBin  string
 	version             string // the dugout source measured
 	hostile             hostileOptions
+	resume              resumeOptions
 }
 
 // durValue is a duration flag that also takes a bare number in unit.
@@ -83,12 +85,13 @@ func (v durValue) Set(s string) error {
 	return nil
 }
 
-const usage = `usage: go run ./bench <idle|fanout|churn|hostile> [flags]
+const usage = `usage: go run ./bench <idle|fanout|churn|hostile|resume> [flags]
 
   idle    hold N connections open and idle: connect rate, memory and CPU per connection
   fanout  G games of M members each sending a decision every I ms: throughput and latency
   churn   waves of clients that connect, join, play, then leave or vanish: cleanup
   hostile -scenario S: one kind of abuse against dugout alone, and a bystander's latency beside it
+  resume  N sessions drop at once and all resume at once (contract v2), against dugout alone
 
 Run "go run ./bench <mode> -h" for the flags. Details in bench/README.md.
 `
@@ -99,13 +102,13 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o := &options{mode: args[0]}
 	switch o.mode {
-	case "idle", "fanout", "churn", "hostile":
+	case "idle", "fanout", "churn", "hostile", "resume":
 	default:
 		return nil, fmt.Errorf("unknown mode %q\n%s", o.mode, usage)
 	}
 	fs := flag.NewFlagSet("bench "+o.mode, flag.ContinueOnError)
 	defServers := "dugout,baseline"
-	if o.mode == "hostile" {
+	if o.mode == "hostile" || o.mode == "resume" {
 		defServers = "dugout"
 	}
 	servers := fs.String("server", defServers, "servers to run, comma-separated: dugout, baseline")
@@ -150,6 +153,9 @@ func parseOptions(args []string) (*options, error) {
 	if o.mode == "hostile" {
 		o.hostile.register(fs)
 	}
+	if o.mode == "resume" {
+		o.resume.register(fs)
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
@@ -167,6 +173,11 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.mode == "hostile" {
 		if err := o.resolveHostile(fs); err != nil {
+			return nil, err
+		}
+	}
+	if o.mode == "resume" {
+		if err := o.resolveResume(fs); err != nil {
 			return nil, err
 		}
 	}
@@ -196,7 +207,7 @@ func parseOptions(args []string) (*options, error) {
 // conns is how many connections the mode holds at once.
 func (o *options) conns() int {
 	switch o.mode {
-	case "idle":
+	case "idle", "resume":
 		return o.n
 	case "fanout":
 		return o.games * o.members
@@ -222,6 +233,8 @@ func (o *options) params() map[string]any {
 		p["settle"] = o.settle.String()
 	case "hostile":
 		o.hostileParams(p)
+	case "resume":
+		o.resumeParams(p)
 	}
 	return p
 }
@@ -230,6 +243,9 @@ func (o *options) params() map[string]any {
 func (o *options) serverEnv() map[string]string {
 	if o.mode == "hostile" {
 		return o.hostileEnv()
+	}
+	if o.mode == "resume" {
+		return o.resumeEnv()
 	}
 	env := map[string]string{
 		"LISTEN_ADDR":   "127.0.0.1:0",
@@ -242,6 +258,10 @@ func (o *options) serverEnv() map[string]string {
 	}
 	if o.mode != "churn" {
 		env["SESSION_TIMEOUT"] = "0"
+	} else {
+		// churn's clients vanish without a close frame; with a resume window
+		// their sessions would stay away, and a wave would never drain.
+		env["RESUME_WINDOW"] = "0"
 	}
 	if o.jwtSecret != "" {
 		env["JWT_SECRET"] = o.jwtSecret
@@ -264,6 +284,8 @@ func (o *options) figures() []figure {
 		f = fanoutFigures
 	case "hostile":
 		f = o.hostileFigures()
+	case "resume":
+		f = resumeFigures
 	default:
 		f = churnFigures(o.waves)
 	}
@@ -509,6 +531,8 @@ func measure(ctx context.Context, o *options, name, bin string, d *dialer) resul
 		m, err = runChurn(ctx, o, p, d)
 	case "hostile":
 		m, err = runHostile(ctx, o, p, d)
+	case "resume":
+		m, err = runResume(ctx, o, p, d)
 	}
 	if m != nil {
 		m.set("run_other_cpu_pct", otherPct(s0, snap(p.pid)))
@@ -695,6 +719,8 @@ func paramLine(o *options) string {
 		s = fmt.Sprintf("waves=%d clients=%d games=%d decisions=%d", o.waves, o.clients, o.games, o.decisions)
 	case "hostile":
 		s = o.hostileParamLine()
+	case "resume":
+		s = o.resumeParamLine()
 	}
 	s += fmt.Sprintf(" ping_interval=%s ping_timeout=%s jwt=%t runs=%d log_level=%s", o.pingInterval,
 		o.pingTimeout, o.jwt, o.runs, o.logLevel)

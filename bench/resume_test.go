@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestResumeSmall runs the resume mode at a tiny size against a freshly built
+// dugout and checks that every session went away and resumed. It keeps the
+// mode compiling and honest; it measures nothing.
+func TestResumeSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds two binaries and runs a server; skipped under -short")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bins := map[string]string{}
+	for name, pkg := range map[string]string{"dugout": ".", "bench": "./bench"} {
+		bins[name] = filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", bins[name], pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := []string{"resume", "-n", "50", "-settle", "200ms", "-dugout-bin", bins["dugout"],
+		"-quiet-wait", "0", "-busy-retries", "0", "-deadline", "40s"}
+	cmd := exec.CommandContext(ctx, bins["bench"], args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, &stdout, &stderr)
+	}
+	out := stdout.String()
+	var lines []map[string]json.RawMessage
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "{") {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("JSON line does not parse: %v\n%s", err, l)
+			}
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("got %d JSON lines, want 1\n%s", len(lines), out)
+	}
+	if _, bad := lines[0]["errors"]; bad {
+		t.Errorf("run reported errors: %s", lines[0]["errors"])
+	}
+	var f map[string]map[string]float64
+	if err := json.Unmarshal(lines[0]["figures"], &f); err != nil {
+		t.Fatalf("figures: %v", err)
+	}
+	d := f["dugout"]
+	if len(f) != 1 || len(d) == 0 {
+		t.Fatalf("figures for dugout alone wanted, got %s", lines[0]["figures"])
+	}
+	if d["sessions"] != 50 || d["games"] != 13 || d["resumes"] != 50 || d["resume_failed"] != 0 {
+		t.Errorf("sessions %v, games %v, resumes %v, failed %v; want 50, 13, 50, 0",
+			d["sessions"], d["games"], d["resumes"], d["resume_failed"])
+	}
+	for _, k := range []string{"drop_to_away_ms", "resume_rate", "lat_p50_ms", "rss_before_mib", "rss_away_mib", "rss_resumed_mib"} {
+		if d[k] <= 0 {
+			t.Errorf("%s = %v, want > 0", k, d[k])
+		}
+	}
+	if d["goroutines_away"] >= d["goroutines_connected"] || d["after_dropped"] != 0 || d["after_error_frames"] != 0 {
+		t.Errorf("goroutines away %v (connected %v), dropped %v, error frames %v",
+			d["goroutines_away"], d["goroutines_connected"], d["after_dropped"], d["after_error_frames"])
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s\nstderr:\n%s", out, &stderr)
+	}
+}
