@@ -192,6 +192,14 @@ func (s *server) serveConn(c *conn) {
 	s.hub.send(unregisterMsg{c: c, sid: c.sid, reason: c.reason})
 	<-writerDone
 	c.cut.Stop()
+	s.logEnd(c)
+}
+
+// logEnd writes the one line a conn's end gets. Apart from serveConn, whose
+// frame stays on an idle connection's stack, and not inlined into it.
+//
+//go:noinline
+func (s *server) logEnd(c *conn) {
 	s.log.Info().Str("sid", c.sid).Any("user_id", c.userID).Str("remote", c.remote).
 		Str("reason", c.reason.presence).Int("code", int(c.reason.code)).
 		Dur("duration", time.Since(c.connectedAt)).Msg("connection ended")
@@ -219,9 +227,8 @@ func (s *server) releaseSlot() {
 // a reply to a refused message is dropped rather than queued when the queue
 // is half full, so it cannot make its own sender a slow consumer.
 func (s *server) readLoop(c *conn) closeReason {
-	limiter := rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst)
-	var flood floodTracker
-	for first := true; ; first = false {
+	st := &readState{limiter: rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst), first: true}
+	for {
 		typ, msg, err := readMessage(c.ws, s.cfg.MaxMessageBytes)
 		if err != nil {
 			return readErrorReason(err)
@@ -231,36 +238,59 @@ func (s *server) readLoop(c *conn) closeReason {
 			return c.reason // ended by the hub or the writer: what was read meanwhile is not served
 		default:
 		}
-		c.raw.messageDone()
-		if typ != websocket.MessageText {
-			return reasonBinary
-		}
-		if !limiter.Allow() {
-			if flood.refused(time.Now(), s.cfg.rateLimitGrace) {
-				return reasonFlood
-			}
-			c.out.offer(encodeError(&protoError{code: codeRateLimited, id: scanID(msg), message: "too many messages; slow down"}))
-			continue
-		}
-		cmd, perr := decode(msg)
-		if perr != nil {
-			c.out.offer(encodeError(perr))
-			continue
-		}
-		if cmd.kind == cmdResume {
-			if !s.resume(c, cmd, first) {
-				return reasonShutdown
-			}
-			continue
-		}
-		var results []int
-		if cmd.kind == cmdRoll {
-			results = rollDice(cmd.dice)
-		}
-		if !s.hub.send(prepare(c, cmd, results)) {
-			return reasonShutdown
+		if r, end := s.serveMessage(c, st, typ, msg); end {
+			return r
 		}
 	}
+}
+
+// readState is what the reader keeps from one message to the next.
+type readState struct {
+	limiter *rate.Limiter
+	flood   floodTracker
+	first   bool // no client frame read yet
+}
+
+// serveMessage handles one message the reader read, and reports whether the
+// conn ends, and why. It is a function of its own, not inlined, so that its
+// locals are on the reader's stack only while a message is handled: an idle
+// connection's reader waits in readLoop with a stack small enough to stay in
+// its first 8 KiB (a frame more, and every idle connection costs 4 KiB more).
+//
+//go:noinline
+func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType, msg []byte) (closeReason, bool) {
+	first := st.first
+	st.first = false
+	c.raw.messageDone()
+	if typ != websocket.MessageText {
+		return reasonBinary, true
+	}
+	if !st.limiter.Allow() {
+		if st.flood.refused(time.Now(), s.cfg.rateLimitGrace) {
+			return reasonFlood, true
+		}
+		c.out.offer(encodeError(&protoError{code: codeRateLimited, id: scanID(msg), message: "too many messages; slow down"}))
+		return closeReason{}, false
+	}
+	cmd, perr := decode(msg)
+	if perr != nil {
+		c.out.offer(encodeError(perr))
+		return closeReason{}, false
+	}
+	if cmd.kind == cmdResume {
+		if !s.resume(c, cmd, first) {
+			return reasonShutdown, true
+		}
+		return closeReason{}, false
+	}
+	var results []int
+	if cmd.kind == cmdRoll {
+		results = rollDice(cmd.dice)
+	}
+	if !s.hub.send(prepare(c, cmd, results)) {
+		return reasonShutdown, true
+	}
+	return closeReason{}, false
 }
 
 // resume asks the hub to give c the session cmd names, and waits for the
