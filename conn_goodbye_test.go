@@ -154,7 +154,7 @@ func TestLostConnectionIsAwayThenLeft(t *testing.T) {
 	rsHealthIs(t, s, 2, 1, map[string]int{game: 3})
 	f = a.next(cfg.ResumeWindow + waitFor)
 	rsPresenceIs(t, f, game, b.session.SID, "left", "disconnected")
-	const jitter = 10 * time.Millisecond // between the two frames' delivery to the client
+	const jitter = 100 * time.Millisecond // the client reads the two frames with its own scheduling delay
 	if after := f.at.Sub(awayAt); after < cfg.ResumeWindow-jitter || after > cfg.ResumeWindow+time.Second {
 		t.Errorf("left %s after away, want between RESUME_WINDOW %s and 1 s more", after, cfg.ResumeWindow)
 	}
@@ -498,4 +498,29 @@ func TestMaxSessionsRetryAfter(t *testing.T) {
 	a.presence(game, b.session.SID, "back", "")
 	rsHealthIs(t, s, 2, 0, map[string]int{game: 2})
 	rsEnd(t, s, a, c)
+}
+
+// TestZombieIsAwayWithTimeout: a client that stops reading (and so answers no
+// ping) leaves its session away with reason timeout within PING_INTERVAL +
+// PING_TIMEOUT, and left with the same reason when the window is over.
+func TestZombieIsAwayWithTimeout(t *testing.T) {
+	cfg := rsResilient(t, 1500*time.Millisecond)
+	cfg.PingInterval, cfg.PingTimeout = 200*time.Millisecond, 200*time.Millisecond
+	s := startServer(t, cfg)
+	game := uuid.NewString()
+	a := rsDial(t, s.url, nil)
+	a.join(game, "a")
+	z := dial(t, s.url, nil) // reads only when the test asks it to
+	z.send(`{"type":"join_game","id":"z","data":{"game_id":"` + game + `"}}`)
+	z.expect("game_joined")
+	stopped := time.Now() // z reads nothing from here on
+	a.presence(game, z.session.SID, "joined", "")
+	a.presence(game, z.session.SID, "away", "timeout")
+	if late := time.Since(stopped); late > cfg.PingInterval+cfg.PingTimeout+e2eSlack {
+		t.Errorf("away came %s after the zombie stopped reading, want within PING_INTERVAL + PING_TIMEOUT (%s)", late, cfg.PingInterval+cfg.PingTimeout)
+	}
+	rsHealthIs(t, s, 1, 1, map[string]int{game: 2})
+	a.presence(game, z.session.SID, "left", "timeout")
+	rsHealthIs(t, s, 1, 0, map[string]int{game: 1})
+	rsEnd(t, s, a)
 }
