@@ -266,6 +266,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.serveReady)
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /livez", serveLive)
+	mux.HandleFunc("GET /client/dugout.js", clientModule.serveModule)
 	return mux
 }
 

@@ -1,0 +1,270 @@
+// Browser end-to-end test of the client library (client/dugout.js): two Chromium pages import the
+// module, join one game, roll, and one page reloads and resumes its session. Run with `npm test`.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import { after, before, test } from 'node:test';
+
+import { buildDugout, launchBrowser, missingPrerequisites, removeBuild, startDugout, waitFor } from './harness.mjs';
+
+const missing = await missingPrerequisites();
+if (missing.length > 0 && process.env.CI === 'true') {
+  test('prerequisites for the client browser tests', () => {
+    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
+  });
+}
+const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+
+
+// The page: imports the module from ?m=, connects to ?ws=, joins ?game=, and reports every state
+// change and game event to the test through window.record (a Playwright binding, kept across reloads).
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>dugout client e2e</title></head><body>
+<script type="module">
+const q = new URLSearchParams(location.search);
+try {
+  await fetch('/gate', { cache: 'no-store' }); // lets the test keep a reloaded page from connecting for a while
+  const { connect } = await import(q.get('m'));
+  const s = connect(q.get('ws'), { backoffBase: 200, backoffCap: 1000 });
+  window.session = s;
+  s.on('state', (e) => window.record({ kind: 'state', ...e }));
+  s.on('ended', (e) => window.record({ kind: 'ended', ...e }));
+  const g = await s.join(q.get('game'));
+  window.game = g;
+  for (const t of ['presence', 'dice_rolled', 'defensive_decision', 'offensive_decision', 'resync']) {
+    g.on(t, (d) => window.record({ kind: 'event', t, offset: d.offset, sid: d.sid, status: d.status, reason: d.reason, results: d.results }));
+  }
+  window.record({ kind: 'ready', sid: s.sid, offset: g.cursor.offset });
+} catch (e) {
+  window.record({ kind: 'fail', message: String(e && e.stack || e) });
+}
+</script></body></html>`;
+
+// startPages serves the page, its /gate (which can be held back, to keep a reloaded page away for a
+// while) and, as a fallback, the module itself.
+async function startPages() {
+  const ctl = { holdNext: null };
+  const server = createServer(async (req, res) => {
+    const u = new URL(req.url, 'http://x');
+    if (req.method === 'GET' && u.pathname === '/gate') {
+      const hold = ctl.holdNext;
+      ctl.holdNext = null;
+      if (hold) await hold;
+      res.writeHead(204, { 'Cache-Control': 'no-store' }).end();
+      return;
+    }
+    if (req.method === 'GET' && u.pathname === '/') {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.end(PAGE);
+      return;
+    }
+    res.writeHead(404).end('not found');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const base = `http://127.0.0.1:${server.address().port}`;
+  return {
+    base,
+    ctl,
+    close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
+  };
+}
+
+let pages;
+before(async () => {
+  if (skip) return;
+  pages = await startPages();
+  await buildDugout();
+});
+after(async () => {
+  await pages?.close();
+  await removeBuild();
+});
+
+// moduleURL is dugout's own /client/dugout.js, checked to be importable by a page of another
+// origin (a module script is fetched with CORS): the pages import the module as a game page would.
+async function moduleURL(dugout, t) {
+  const res = await fetch(dugout.url('/client/dugout.js'), { headers: { Origin: pages.base } });
+  const body = await res.text();
+  const acao = res.headers.get('access-control-allow-origin');
+  assert.equal(res.status, 200, 'dugout serves /client/dugout.js');
+  assert.ok(body.includes('export function connect'), 'it is the client module');
+  assert.ok(acao === '*' || acao === pages.base, `Access-Control-Allow-Origin ${acao} lets the page import it`);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/javascript/);
+  t.diagnostic('module imported from dugout at /client/dugout.js');
+  return dugout.url('/client/dugout.js');
+}
+
+async function openPage(context, name, src) {
+  const page = await context.newPage();
+  const log = [];
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  await page.exposeFunction('record', (e) => {
+    log.push(e);
+  });
+  await page.goto(src);
+  const p = {
+    name,
+    page,
+    log,
+    events: () => log.filter((e) => e.kind === 'event'),
+    describe: async () => `${name} log: ${JSON.stringify(log)}\n${name} console: ${consoleLines.join(' | ')}`,
+    async ready(n = 1) {
+      return waitFor(() => {
+        const fail = log.find((e) => e.kind === 'fail');
+        if (fail) throw new Error(`${name}: ${fail.message}`);
+        return log.filter((e) => e.kind === 'ready')[n - 1];
+      }, { timeout: 10_000, what: `${name} ready #${n}`, describe: p.describe });
+    },
+    waitEvent(pred, what) {
+      return waitFor(() => p.events().find(pred), { timeout: 10_000, what: `${name}: ${what}`, describe: p.describe });
+    },
+    roll: () => page.evaluate(() => window.game.roll().then((r) => ({ id: r.id, dup: r.dup, ...r.data }))),
+  };
+  return p;
+}
+
+const offsets = (evs) => evs.map((e) => e.offset);
+
+test('client: two pages join, roll, one reloads and resumes; every event once, in order', { skip, timeout: 60_000 }, async (t) => {
+  const dugout = await startDugout({ ALLOWED_ORIGINS: '127.0.0.1:*', RESUME_WINDOW: '10s' });
+  let browser;
+  try {
+    browser = await launchBrowser();
+    const game = randomUUID();
+    const m = await moduleURL(dugout, t);
+    const src = `${pages.base}/?${new URLSearchParams({ m, ws: dugout.wsURL, game })}`;
+
+    const a = await openPage(browser.context, 'A', src);
+    const ra = await a.ready();
+    const b = await openPage(browser.context, 'B', src);
+    const rb = await b.ready();
+    assert.notEqual(ra.sid, rb.sid);
+    assert.equal(ra.offset, 1, 'A joined first');
+    assert.equal(rb.offset, 2);
+
+    // Presence: A hears B join; both see both as members.
+    await a.waitEvent((e) => e.t === 'presence' && e.sid === rb.sid && e.status === 'joined', 'B joined');
+    const membersOf = (p) => p.page.evaluate(() => [...window.game.members.values()].map((m) => `${m.sid}:${m.status}`).sort());
+    const both = [`${ra.sid}:connected`, `${rb.sid}:connected`].sort();
+    assert.deepEqual(await membersOf(a), both);
+    assert.deepEqual(await membersOf(b), both);
+
+    // A rolls: its reply and both pages' events show the same dice.
+    const rollA = await a.roll();
+    assert.equal(rollA.dup, undefined);
+    for (const p of [a, b]) {
+      const e = await p.waitEvent((e) => e.t === 'dice_rolled' && e.offset === rollA.offset, 'A\'s roll');
+      assert.deepEqual(e.results, rollA.results);
+    }
+    const rollB = await b.roll([2, 100]);
+    await a.waitEvent((e) => e.t === 'dice_rolled' && e.offset === rollB.offset, 'B\'s roll');
+
+    // A reloads; the new page is held at its gate, so A stays away while B rolls.
+    let release;
+    pages.ctl.holdNext = new Promise((r) => (release = r));
+    const reloading = a.page.reload();
+    const away = await b.waitEvent((e) => e.t === 'presence' && e.sid === ra.sid && e.status === 'away', 'A away');
+    const rollWhileAway = await b.roll();
+    release();
+    await reloading;
+    const ra2 = await a.ready(2);
+    assert.equal(ra2.sid, ra.sid, 'the reloaded page resumed the same session');
+    const back = await b.waitEvent((e) => e.t === 'presence' && e.sid === ra.sid && e.status === 'back', 'A back');
+    assert.ok(back.offset > away.offset);
+    await a.waitEvent((e) => e.t === 'dice_rolled' && e.offset === rollWhileAway.offset, 'the roll A missed');
+
+    // One more roll after the resume, seen by both.
+    const last = await b.roll();
+    for (const p of [a, b]) await p.waitEvent((e) => e.t === 'dice_rolled' && e.offset === last.offset, 'the last roll');
+    assert.deepEqual(await membersOf(b), both);
+    assert.deepEqual(await membersOf(a), both);
+
+    // Nothing lost or repeated: B saw every offset after its join; A saw the same plus B's join, but
+    // not its own "back" (the server never sends it), across the reload.
+    const eb = b.events();
+    const ea = a.events();
+    const expectB = [];
+    for (let o = rb.offset + 1; o <= last.offset; o++) expectB.push(o);
+    assert.deepEqual(offsets(eb), expectB, 'B: every event once, in order');
+    const expectA = [rb.offset, ...expectB.filter((o) => o !== back.offset)];
+    assert.deepEqual(offsets(ea), expectA, 'A: every event once, in order, across the reload');
+    assert.equal(ea.filter((e) => e.t === 'resync').length, 0, 'no resync: the resume recovered everything');
+    const bByOffset = new Map(eb.map((e) => [e.offset, e]));
+    for (const e of ea) {
+      if (e.offset === rb.offset) continue;
+      assert.deepEqual(e, bByOffset.get(e.offset), `offset ${e.offset} the same on both pages`);
+    }
+    assert.deepEqual(eb.filter((e) => e.sid === ra.sid && e.t === 'presence').map((e) => e.status), ['away', 'back']);
+    t.diagnostic(`A: ${JSON.stringify(offsets(ea))}, B: ${JSON.stringify(offsets(eb))}, away ${away.offset} (${away.reason}), back ${back.offset}`);
+
+    await browser.close();
+    const exit = await dugout.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
+  } catch (e) {
+    e.message += `\n--- dugout log ---\n${dugout.log()}`;
+    throw e;
+  } finally {
+    await browser?.close();
+    await dugout.stop();
+  }
+});
+
+test('client: a roll in flight when the connection drops is retried with its id and resolves once', { skip, timeout: 60_000 }, async (t) => {
+  const dugout = await startDugout({ ALLOWED_ORIGINS: '127.0.0.1:*', RESUME_WINDOW: '10s' });
+  let browser;
+  try {
+    browser = await launchBrowser();
+    const game = randomUUID();
+    const m = await moduleURL(dugout, t);
+    const src = `${pages.base}/?${new URLSearchParams({ m, ws: dugout.wsURL, game })}`;
+    const a = await openPage(browser.context, 'A', src);
+    const ra = await a.ready();
+    const b = await openPage(browser.context, 'B', src);
+    await b.ready();
+    await a.waitEvent((e) => e.t === 'presence' && e.status === 'joined', 'B joined');
+
+    // The roll goes out, then the socket is closed (code 4999: a lost connection, not a goodbye) in
+    // the same tick, so the reply can never reach this socket: the client must resume and retry.
+    const reply = await a.page.evaluate(async () => {
+      const s = window.session;
+      let settled = 0;
+      const p = window.game.roll([20]).then((r) => (settled++, r));
+      s._ws.close(4999, 'test drop');
+      const r = await p;
+      await new Promise((res) => setTimeout(res, 300));
+      return { settled, id: r.id, dup: r.dup === true, state: s.state, sid: s.sid, ...r.data };
+    });
+    assert.equal(reply.settled, 1);
+    assert.equal(reply.dup, true, 'the roll ran before the drop: the retry gets the remembered reply');
+    assert.equal(reply.sid, ra.sid, 'the same session after the resume');
+    assert.equal(reply.state, 'open');
+    t.diagnostic(`retried roll ${reply.id}: dup=${reply.dup}, offset ${reply.offset}`);
+    const onB = await b.waitEvent((e) => e.t === 'dice_rolled' && e.offset === reply.offset, 'the roll');
+    assert.deepEqual(onB.results, reply.results, 'the retry answers with the roll that ran');
+    const states = a.log.filter((e) => e.kind === 'state').map((e) => e.state);
+    assert.deepEqual(states.slice(-2), ['reconnecting', 'open']);
+
+    // Settle, then: one dice_rolled on each page, and no offset twice.
+    const after = await b.roll();
+    for (const p of [a, b]) await p.waitEvent((e) => e.t === 'dice_rolled' && e.offset === after.offset, 'the next roll');
+    for (const p of [a, b]) {
+      const evs = p.events();
+      assert.equal(evs.filter((e) => e.t === 'dice_rolled' && e.offset === reply.offset).length, 1, `${p.name}: the roll once`);
+      const os = offsets(evs);
+      assert.deepEqual(os, [...new Set(os)].sort((x, y) => x - y), `${p.name}: offsets increasing, none twice`);
+    }
+    await browser.close();
+    const exit = await dugout.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
+  } catch (e) {
+    e.message += `\n--- dugout log ---\n${dugout.log()}`;
+    throw e;
+  } finally {
+    await browser?.close();
+    await dugout.stop();
+  }
+});
