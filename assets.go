@@ -13,7 +13,7 @@ import (
 // import it straight from the server it talks to, always in the version that
 // server speaks.
 //
-//go:embed client/dugout.js
+//go:embed client/dugout.js demo/index.html
 var clientFiles embed.FS
 
 // asset is one embedded file, served with a content hash as its ETag.
@@ -33,8 +33,25 @@ func newAsset(fs embed.FS, name, contentType string) asset {
 	return asset{body: body, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, contentType: contentType}
 }
 
-// clientModule is client/dugout.js.
-var clientModule = newAsset(clientFiles, "client/dugout.js", "text/javascript; charset=utf-8")
+// clientModule is client/dugout.js; demoPage is the page a newcomer sees the
+// client work in.
+var (
+	clientModule = newAsset(clientFiles, "client/dugout.js", "text/javascript; charset=utf-8")
+	demoPage     = newAsset(clientFiles, "demo/index.html", "text/html; charset=utf-8")
+)
+
+// demoPolicy lets the demo page run its own inline script and style and talk
+// to this server only: no other origin's script, style, font or socket.
+const demoPolicy = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:"
+
+// serveDemo serves the demo page, same-origin only.
+func (a asset) serveDemo(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", a.contentType)
+	w.Header().Set("Content-Security-Policy", demoPolicy)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("ETag", a.etag)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+}
 
 // serveModule serves a: cacheable (revalidated by its ETag), and importable
 // as a module from pages on other origins (a module script is fetched with

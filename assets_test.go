@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -47,5 +48,38 @@ func TestClientModuleIsServed(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotModified {
 		t.Errorf("a request with the current ETag got HTTP %d, want 304", resp.StatusCode)
+	}
+}
+
+// TestDemoPageIsServed checks GET /demo/: the embedded page, as HTML, under a
+// policy that allows nothing but this server, and /demo redirected to it.
+func TestDemoPageIsServed(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	want, err := os.ReadFile("demo/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(s.ts.URL + "/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/demo/" || !bytes.Equal(body, want) {
+		t.Fatalf("GET /demo: HTTP %d at %s, %d bytes; want the page at /demo/", resp.StatusCode, resp.Request.URL.Path, len(body))
+	}
+	if ct, csp := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"); ct != "text/html; charset=utf-8" || !strings.HasPrefix(csp, "default-src 'self'") {
+		t.Errorf("Content-Type %q, Content-Security-Policy %q", ct, csp)
+	}
+	if bytes.Contains(body, []byte("http://")) || bytes.Contains(body, []byte("https://")) {
+		t.Error("the demo page names another origin: it must be self-contained")
+	}
+	resp, err = http.Get(s.ts.URL + "/demo/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /demo/other: HTTP %d, want 404", resp.StatusCode)
 	}
 }

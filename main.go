@@ -267,6 +267,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /livez", serveLive)
 	mux.HandleFunc("GET /client/dugout.js", clientModule.serveModule)
+	mux.HandleFunc("GET /demo/{$}", demoPage.serveDemo)
 	return mux
 }
 
