@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,20 +18,7 @@ func TestModesSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three binaries and runs servers; skipped under -short")
 	}
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	bins := map[string]string{}
-	for name, pkg := range map[string]string{"dugout": ".", "baseline": "./bench/baseline", "bench": "./bench"} {
-		bins[name] = filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", bins[name], pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	bins := buildForTest(t, map[string]string{"dugout": ".", "baseline": "./bench/baseline", "bench": "./bench"})
 	common := []string{"-dugout-bin", bins["dugout"], "-baseline-bin", bins["baseline"],
 		"-quiet-wait", "0", "-busy-retries", "0", "-deadline", "60s", "-settle", "200ms"}
 

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,20 +19,7 @@ func TestHostileSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two binaries and runs servers; skipped under -short")
 	}
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	bins := map[string]string{}
-	for name, pkg := range map[string]string{"dugout": ".", "bench": "./bench"} {
-		bins[name] = filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", bins[name], pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	bins := buildForTest(t, map[string]string{"dugout": ".", "bench": "./bench"})
 	common := []string{"-dugout-bin", bins["dugout"], "-quiet-wait", "0", "-busy-retries", "0", "-deadline", "60s"}
 
 	type figs map[string]float64

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,20 +18,7 @@ func TestResumeSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds two binaries and runs a server; skipped under -short")
 	}
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	bins := map[string]string{}
-	for name, pkg := range map[string]string{"dugout": ".", "bench": "./bench"} {
-		bins[name] = filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-o", bins[name], pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+	bins := buildForTest(t, map[string]string{"dugout": ".", "bench": "./bench"})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	args := []string{"resume", "-n", "50", "-settle", "200ms", "-dugout-bin", bins["dugout"],
