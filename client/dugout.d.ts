@@ -106,6 +106,8 @@ export class Session {
   stillHere(): void;
   /** Closes with 1000: the session ends for good. */
   close(): void;
+  /** Cuts the connection as a network failure would (close 4999, seen as lost): the session is resumed. For demos and tests. */
+  drop(): void;
   /** After "ended" (4000, 4001): start again, on the user's next action. */
   reconnect(): void;
 }

@@ -318,6 +318,16 @@ export class Session extends Emitter {
     this._pending.rejectAll(Object.assign(new Error('session closed'), { code: 'closed' }));
     this._emit('ended', { code: 1000, reason: 'closed' });
   }
+  // drop cuts the connection as a network failure would (close code 4999, which the server treats as
+  // lost, not as a goodbye): the session goes away on the server and this client resumes it. For demos
+  // and tests of a page's own handling of drops.
+  drop() {
+    const ws = this._ws;
+    if (!ws) return;
+    try {
+      ws.close(4999, 'dropped');
+    } catch {}
+  }
   reconnect() {
     if (this._ws || this._dialing) return;
     this._clearTimer();
