@@ -45,7 +45,7 @@ func TestBrowserE2E(t *testing.T) {
 		missing = append(missing, chromiumPath+" (apt-get install chromium)")
 	}
 	var npm string
-	if !fileExists("node_modules/playwright-core/package.json") {
+	if !fileExists("node_modules/playwright-core/package.json") || !fileExists("node_modules/typescript/package.json") {
 		if npm, err = exec.LookPath("npm"); err != nil {
 			missing = append(missing, "npm, to install e2e/node_modules (apt-get install npm; then cd e2e && npm ci)")
 		}
