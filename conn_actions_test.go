@@ -75,6 +75,15 @@ func rsDialHeld(t *testing.T, url string, opts *websocket.DialOptions) *rsClient
 		}
 		t.Fatalf("dial: %v (HTTP %d)", err, status)
 	}
+	return rsAttach(t, ws)
+}
+
+// rsAttach reads the session frame of a freshly dialed ws and holds it as an
+// rsClient that reads nothing more until read is called.
+func rsAttach(t *testing.T, ws *websocket.Conn) *rsClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
 	ws.SetReadLimit(-1)
 	typ, b, err := ws.Read(ctx)
 	var f frame

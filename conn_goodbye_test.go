@@ -485,15 +485,14 @@ func TestMaxSessionsRetryAfter(t *testing.T) {
 	}
 	b.drop()
 	a.presence(game, b.session.SID, "away", "disconnected")
+	// The connection that gets the freed slot is the one that resumes: a probe
+	// closed first would hold its own slot until its conn had fully ended.
 	eventually(t, "a slot freed by the lost connection", func() bool {
-		ws, _, err := websocket.Dial(ctx, s.url, nil)
-		if err != nil {
-			return false
-		}
-		_ = ws.Close(websocket.StatusNormalClosure, "") // ends its session at once
-		return true
+		ws, _, err = websocket.Dial(ctx, s.url, nil)
+		return err == nil
 	})
-	c := rsDial(t, s.url, nil)
+	c := rsAttach(t, ws)
+	c.read()
 	c.resume("r", b.session.ResumeToken, nil, b)
 	a.presence(game, b.session.SID, "back", "")
 	rsHealthIs(t, s, 2, 0, map[string]int{game: 2})
