@@ -241,8 +241,15 @@ func (h *hub) refresh(m refreshMsg) {
 	if s == nil || s.conn != m.c {
 		return
 	}
+	// The same exp again is the same schedule: its warning is not repeated,
+	// or a client that answers each warning with the token it has would
+	// loop on warning and refresh until the close.
+	warned := s.tok != nil && s.tok.exp == m.exp && s.tok.warned
 	h.stopToken(s)
 	h.deliver(s, encodeTokenRefreshed(m.id, m.exp))
 	s.tok = newTokenClock(m.exp)
+	if s.tok != nil {
+		s.tok.warned = warned
+	}
 	h.armToken(s, time.Now())
 }

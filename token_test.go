@@ -127,7 +127,8 @@ func hubTokenFrame(t *testing.T, f frame, typ, id string, exp int64) (left time.
 }
 
 // TestHubTokenClock: a session on a token expiring in 120 s is warned exactly
-// 60 s before, not a nanosecond earlier; a refresh replaces the schedule (no
+// 60 s before, not a nanosecond earlier; a refresh with the same token is
+// answered but not warned again; one with a later exp replaces the schedule (no
 // close at the old exp + 25 s, a new warning 60 s before the new exp); the
 // close comes exactly at the new exp + 25 s, and the session is away with
 // reason token_expired, its clock gone; a refresh that comes too late
@@ -155,6 +156,10 @@ func TestHubTokenClock(t *testing.T) {
 		if left := hubTokenFrame(t, expectQueued(t, a, "token_expiring")[0], "token_expiring", "", exp); left != 60*time.Second {
 			t.Fatalf("expires_in_ms %s, want 60 s", left)
 		}
+
+		// The token it has, again: refreshed, and not warned a second time.
+		hubTell(t, h, refreshMsg{c: a, sid: a.sid, id: "same", exp: exp})
+		hubTokenFrame(t, expectQueued(t, a, "token_refreshed")[0], "token_refreshed", "same", exp)
 
 		exp2 := start.Unix() + 300
 		hubTell(t, h, refreshMsg{c: a, sid: a.sid, id: "r1", exp: exp2})
