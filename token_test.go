@@ -252,3 +252,36 @@ func TestHubTokenResume(t *testing.T) {
 		checkHubInvariants(t, h)
 	})
 }
+
+// TestEncodeTokenFrames checks token_expiring and token_refreshed: their keys,
+// expires_in_ms in milliseconds and never negative, token_exp null for none,
+// and the refresh's id echoed.
+func TestEncodeTokenFrames(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		left time.Duration
+		want string
+	}{{"a minute left", time.Minute + 500*time.Microsecond, "60000"}, {"late", -time.Second, "0"}} {
+		t.Run("token_expiring, "+tc.name, func(t *testing.T) {
+			f := protoParse(t, encodeTokenExpiring(1796150606, tc.left))
+			protoKeys(t, f.top, "type", "data")
+			protoField(t, f.top, "type", `"token_expiring"`)
+			protoKeys(t, f.data, "token_exp", "expires_in_ms")
+			protoField(t, f.data, "token_exp", "1796150606")
+			protoField(t, f.data, "expires_in_ms", tc.want)
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		exp  int64
+		want string
+	}{{"an exp", 1796150606, "1796150606"}, {"no exp", 0, "null"}} {
+		t.Run("token_refreshed, "+tc.name, func(t *testing.T) {
+			f := protoParse(t, encodeTokenRefreshed("t1", tc.exp))
+			protoKeys(t, f.top, "type", "id", "data")
+			protoField(t, f.top, "id", `"t1"`)
+			protoKeys(t, f.data, "token_exp")
+			protoField(t, f.data, "token_exp", tc.want)
+		})
+	}
+}
