@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
 )
 
@@ -36,6 +35,7 @@ type conn struct {
 	// resume); the hub reads it only when the conn registers.
 	sid         string
 	userID      *int64
+	tokenExp    int64    // exp of the handshake's JWT, Unix s; 0 for none
 	token       [32]byte // SHA-256 of the resume token of the session it registers
 	remote      string
 	connectedAt time.Time
@@ -98,7 +98,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.refuseBusy(w, "server is shutting down")
 		return
 	}
-	userID, err := s.authenticate(r)
+	userID, exp, err := s.authenticate(r)
 	if err != nil {
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused: bad token")
 		http.Error(w, err.Error(), http.StatusUnauthorized)
@@ -112,7 +112,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c, ok := s.accept(w, r, userID)
+	c, ok := s.accept(w, r, userID, exp)
 	if !ok {
 		s.releaseSlot()
 		return
@@ -121,10 +121,11 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	go s.serveConn(c)
 }
 
-// accept upgrades the request, sends the session frame and registers the session.
-func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (*conn, bool) {
+// accept upgrades the request, sends the session frame and registers the
+// session, which its token's exp (0 for none) governs.
+func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, exp int64) (*conn, bool) {
 	c := &conn{
-		sid: rand.Text(), userID: userID, remote: r.RemoteAddr, cutAfter: s.cfg.PingTimeout,
+		sid: rand.Text(), userID: userID, tokenExp: exp, remote: r.RemoteAddr, cutAfter: s.cfg.PingTimeout,
 		out:  newSendQueue(s.cfg.SendQueueSize, s.cfg.SendQueueBytes),
 		quit: make(chan struct{}),
 		control: controlGuard{limiter: rate.NewLimiter(rate.Limit(2*s.cfg.RateLimit), 2*s.cfg.RateBurst),
@@ -163,6 +164,7 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64) (
 		Protocol:         protocolVersion,
 		ResumeToken:      token,
 		ResumeWindowMS:   s.cfg.ResumeWindow.Milliseconds(),
+		TokenExp:         expJSON(exp),
 	}))
 	cancel()
 	if err != nil {
@@ -280,6 +282,12 @@ func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType,
 	}
 	if cmd.kind == cmdResume {
 		if !s.resume(c, cmd, first) {
+			return reasonShutdown, true
+		}
+		return closeReason{}, false
+	}
+	if cmd.kind == cmdRefresh {
+		if !s.refreshToken(c, cmd) {
 			return reasonShutdown, true
 		}
 		return closeReason{}, false
@@ -550,11 +558,13 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // authenticate returns the user id a request's token proves, nil for an
-// anonymous request, or an error for a token that must be refused. With no
-// JWT_SECRET tokens are not accepted: they are ignored and the session is anonymous.
-func (s *server) authenticate(r *http.Request) (*int64, error) {
+// anonymous request, with the token's exp (0 for none), or an error for a
+// token that must be refused: an expired token is refused here, so a session
+// can only be resumed on a token valid now. With no JWT_SECRET tokens are not
+// accepted: they are ignored and the session is anonymous.
+func (s *server) authenticate(r *http.Request) (*int64, int64, error) {
 	if s.cfg.JWTSecret == "" {
-		return nil, nil
+		return nil, 0, nil
 	}
 	token := r.URL.Query().Get("token")
 	if token == "" {
@@ -564,22 +574,19 @@ func (s *server) authenticate(r *http.Request) (*int64, error) {
 	}
 	if token == "" {
 		if s.cfg.RequireAuth {
-			return nil, errors.New("authentication required")
+			return nil, 0, errors.New("authentication required")
 		}
-		return nil, nil
+		return nil, 0, nil
 	}
-	claims := jwt.MapClaims{}
-	_, err := s.jwtParser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) {
-		return []byte(s.cfg.JWTSecret), nil
-	})
+	claims, err := s.parseJWT(token)
 	if err != nil {
-		return nil, fmt.Errorf("invalid token: %w", err)
+		return nil, 0, fmt.Errorf("invalid token: %w", err)
 	}
 	id, err := subjectID(claims["sub"])
 	if err != nil {
-		return nil, fmt.Errorf("invalid token: %w", err)
+		return nil, 0, fmt.Errorf("invalid token: %w", err)
 	}
-	return &id, nil
+	return &id, expOf(claims), nil
 }
 
 // subjectID reads the integer user id from a token's sub claim, which may be

@@ -92,7 +92,7 @@ func rsAttach(t *testing.T, ws *websocket.Conn) *rsClient {
 		t.Fatalf("first frame %s (%v), want session", b, err)
 	}
 	c := &rsClient{t: t, ws: ws, games: map[string]bool{}, frames: make(chan rsFrame, 1<<12), start: make(chan struct{}), done: make(chan struct{})}
-	e2eWire(t, f, &c.session, "sid", "user_id", "ping_interval_ms", "session_timeout_ms", "protocol", "resume_token", "resume_window_ms")
+	e2eWire(t, f, &c.session, "sid", "user_id", "ping_interval_ms", "session_timeout_ms", "protocol", "resume_token", "resume_window_ms", "token_exp")
 	rctx, stop := context.WithCancel(context.Background())
 	go func() {
 		defer close(c.done)

@@ -29,6 +29,7 @@ type (
 		Protocol       int    `json:"protocol"`
 		ResumeToken    string `json:"resume_token"`
 		ResumeWindowMS int64  `json:"resume_window_ms"`
+		TokenExp       *int64 `json:"token_exp"`
 	}
 	rsMember struct {
 		SID    string `json:"sid"`

@@ -48,6 +48,7 @@ var fzDecodeCodes = map[string]bool{
 var fzWireTypes = map[string]cmdKind{
 	"heartbeat": cmdHeartbeat, "join_game": cmdJoin, "leave_game": cmdLeave,
 	"submit_defensive_decision": cmdDefensive, "submit_offensive_decision": cmdOffensive, "roll_dice": cmdRoll,
+	"refresh_token": cmdRefresh,
 }
 
 // fzDecodeSeeds are frames worth starting from: one valid frame of every type
@@ -66,6 +67,8 @@ func fzDecodeSeeds() []string {
 		`{"type":"roll_dice","id":"r1","data":{` + game + `}}`,
 		`{"type":"roll_dice","id":"r2","data":{` + game + `,"dice":[2,100,6,6,6,6,6,6,6,20]}}`,
 		`{"type":"roll_dice","data":{` + game + `,"dice":null}}`,
+		`{"type":"refresh_token","id":"t1","data":{"token":"a.b.c"}}`,
+		`{"type":"refresh_token","data":{"token":""}}`,
 		// spellings and readings
 		`{"Type":"JOIN_GAME","ID":"x","Data":{"GAME_ID":"{6f9619ff-8b86-d011-b42d-00c04fd430c8}"}}`,
 		`{"type":"join_game","data":{"game_id":"urn:uuid:6f9619ff-8b86-d011-b42d-00c04fd430c8"}}`,
@@ -91,6 +94,8 @@ func fzDecodeSeeds() []string {
 		`{"type":"roll_dice","data":{` + game + `,"dice":[6.5]}}`,
 		`{"type":"roll_dice","data":{` + game + `,"dice":[1e999]}}`,
 		`{"type":"roll_dice","data":{` + game + `,"dice":6}}`,
+		`{"type":"refresh_token","id":"t2","data":{}}`, `{"type":"refresh_token","data":{"token":7}}`,
+		`{"type":"refresh_token","data":{"token":null}}`, `{"type":"refresh_token","data":"a.b.c"}`,
 		// unknown_type
 		`{"type":"chat","id":"u1"}`, `{"type":"heartbeat_ack"}`, `{"type":""}`,
 		`{"type":"` + strings.Repeat("\\u0001", 40) + `"}`,
@@ -228,6 +233,20 @@ func fzCheckCommand(t *testing.T, msg []byte, cmd command) {
 	}
 	if cmd.kind != cmdRoll && cmd.dice != nil {
 		t.Fatalf("kind %d carries dice", cmd.kind)
+	}
+	if cmd.kind != cmdRefresh && cmd.token != "" {
+		t.Fatalf("kind %d carries a token", cmd.kind)
+	}
+	if cmd.kind == cmdRefresh {
+		var env struct {
+			Data struct {
+				Token *string `json:"token"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(msg, &env) != nil || env.Data.Token == nil || *env.Data.Token != cmd.token || cmd.game != uuid.Nil {
+			t.Fatalf("refresh_token command %+v from %q", cmd, msg)
+		}
+		return
 	}
 	if cmd.kind == cmdHeartbeat {
 		if cmd.game != uuid.Nil {

@@ -86,6 +86,8 @@ type hubConfig struct {
 	historyBytes   int           // bytes of events each game keeps; 0 means the contract's default
 	actionTTL      time.Duration // how long an executed action's id is remembered
 	actionMax      int           // action ids remembered per session
+	tokenWarning   time.Duration // token_expiring goes out this long before a token's exp
+	tokenGrace     time.Duration // a conn still on an expired token is closed this long after its exp
 }
 
 // hubBatch bounds how many queued messages the hub handles per wake-up, so a
@@ -218,7 +220,12 @@ func (h *hub) handle(m hubMsg) bool {
 	case commandMsg:
 		h.command(m)
 	case registerMsg:
-		m.reply <- h.idx.add(newSession(m.c), time.Now())
+		s, now := newSession(m.c), time.Now()
+		ok := h.idx.add(s, now)
+		m.reply <- ok
+		if ok {
+			h.armToken(s, now)
+		}
 	case unregisterMsg:
 		if s := h.idx.sessions[m.sid]; s != nil && s.conn == m.c {
 			h.lost(s, m.reason)
@@ -227,6 +234,10 @@ func (h *hub) handle(m hubMsg) bool {
 		h.resume(m)
 	case windowMsg:
 		h.windowOver(m)
+	case tokenMsg:
+		h.tokenDue(m)
+	case refreshMsg:
+		h.refresh(m)
 	case sweepMsg:
 		// A sweep still in progress starts over, judged by the newer time.
 		if h.cfg.sessionTimeout > 0 {
@@ -244,7 +255,8 @@ func (h *hub) handle(m hubMsg) bool {
 
 // newSession builds the hub's record for a freshly accepted conn.
 func newSession(c *conn) *session {
-	return &session{sid: c.sid, userID: c.userID, connectedAt: c.connectedAt, remote: c.remote, token: c.token, conn: c}
+	return &session{sid: c.sid, userID: c.userID, connectedAt: c.connectedAt, remote: c.remote, token: c.token, conn: c,
+		tok: newTokenClock(c.tokenExp)}
 }
 
 // command applies one client command. Runs on the hub goroutine.
@@ -396,6 +408,7 @@ func (h *hub) lost(s *session, r closeReason) {
 // hub goroutine.
 func (h *hub) drop(s *session, presence string, r closeReason) {
 	h.stopWindow(s)
+	h.stopToken(s)
 	conn := s.conn
 	_, games := h.idx.remove(s.sid)
 	if presence != "" {
@@ -475,6 +488,7 @@ func (h *hub) snapshot(have uint64) stats {
 func (h *hub) shutdown() {
 	for _, s := range h.idx.sessions {
 		h.stopWindow(s)
+		h.stopToken(s)
 		if s.conn != nil {
 			// Each its own delay, so that the clients do not all come back at once.
 			s.conn.stop(reasonShutdown.withRetry(randDuration(h.cfg.retrySpread)))

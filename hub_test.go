@@ -334,6 +334,9 @@ func checkHubInvariants(t testing.TB, h *hub) {
 			if s.window == nil || h.cfg.resumeWindow <= 0 {
 				t.Errorf("session %s is away with window timer %v (RESUME_WINDOW %s)", sid, s.window, h.cfg.resumeWindow)
 			}
+			if s.tok != nil {
+				t.Errorf("session %s is away but keeps a token clock", sid)
+			}
 		case s.conn.sid != sid:
 			t.Errorf("session %s has conn %v", sid, s.conn)
 		case connStopped(s.conn):

@@ -73,6 +73,12 @@ type config struct {
 	ActionIDMax         int           `env:"ACTION_ID_MAX" envDefault:"256"`
 	ShutdownRetrySpread time.Duration `env:"SHUTDOWN_RETRY_SPREAD" envDefault:"10s"`
 
+	// Protocol 2: token expiry while connected (contract v2 §10). A session
+	// is warned TokenRefreshWarning before its token's exp and closed
+	// TokenExpiryGrace after it; the two are independent of each other.
+	TokenRefreshWarning time.Duration `env:"TOKEN_REFRESH_WARNING" envDefault:"60s"`
+	TokenExpiryGrace    time.Duration `env:"TOKEN_EXPIRY_GRACE" envDefault:"25s"`
+
 	// Not configurable: the contract fixes it at 5 s. Tests shorten it.
 	rateLimitGrace time.Duration
 	level          zerolog.Level
@@ -135,6 +141,8 @@ func (c *config) validate() error {
 		{"GAME_HISTORY_FRAMES", c.GameHistoryFrames > 0},
 		{"ACTION_ID_MAX", c.ActionIDMax > 0},
 		{"SHUTDOWN_RETRY_SPREAD", c.ShutdownRetrySpread > 0},
+		// A warning is a client's only cue to refresh in time: it cannot be turned off.
+		{"TOKEN_REFRESH_WARNING", c.TokenRefreshWarning > 0},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -159,6 +167,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("GAME_HISTORY_BYTES must be at least 1024, not %d", c.GameHistoryBytes)
 	case c.ActionIDTTL < c.ResumeWindow || c.ActionIDTTL <= 0:
 		return fmt.Errorf("ACTION_ID_TTL (%s) must be positive and at least RESUME_WINDOW (%s)", c.ActionIDTTL, c.ResumeWindow)
+	case c.TokenExpiryGrace < 0:
+		return errors.New("TOKEN_EXPIRY_GRACE must not be negative (0 closes a session at its token's exp)")
 	case c.MaxGameSessions < 2:
 		return fmt.Errorf("MAX_GAME_SESSIONS must be at least 2 (a game needs two players), not %d", c.MaxGameSessions)
 	case c.RequireAuth && c.JWTSecret == "":
@@ -219,6 +229,8 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			historyBytes:   cfg.GameHistoryBytes,
 			actionTTL:      cfg.ActionIDTTL,
 			actionMax:      cfg.ActionIDMax,
+			tokenWarning:   cfg.TokenRefreshWarning,
+			tokenGrace:     cfg.TokenExpiryGrace,
 		}, 1024),
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}

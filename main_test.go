@@ -58,6 +58,8 @@ func contractDefaults() config {
 		ActionIDTTL:         120 * time.Second,
 		ActionIDMax:         256,
 		ShutdownRetrySpread: 10 * time.Second,
+		TokenRefreshWarning: 60 * time.Second,
+		TokenExpiryGrace:    25 * time.Second,
 		rateLimitGrace:      5 * time.Second, // "rate limited continuously for more than 5 s"
 		level:               zerolog.InfoLevel,
 	}
@@ -108,7 +110,8 @@ func TestConfigDefaultsMatchContract(t *testing.T) {
 			"EXPIRY_CHECK_INTERVAL", "EXPIRY_WARNING", "ALLOWED_ORIGINS", "JWT_SECRET", "REQUIRE_AUTH", "RATE_LIMIT",
 			"RATE_BURST", "SEND_QUEUE_SIZE", "MAX_GAMES_PER_SESSION", "MAX_SESSIONS", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
 			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT",
-			"RESUME_WINDOW", "GAME_HISTORY_FRAMES", "GAME_HISTORY_BYTES", "ACTION_ID_TTL", "ACTION_ID_MAX", "SHUTDOWN_RETRY_SPREAD"}
+			"RESUME_WINDOW", "GAME_HISTORY_FRAMES", "GAME_HISTORY_BYTES", "ACTION_ID_TTL", "ACTION_ID_MAX", "SHUTDOWN_RETRY_SPREAD",
+			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE"}
 		fields := configFields()
 		for _, key := range want {
 			if _, ok := fields[key]; !ok {
@@ -216,6 +219,9 @@ func TestConfigValidOverrides(t *testing.T) {
 		{"MAX_SESSIONS", []string{"MAX_SESSIONS=100"}, func(c *config) { c.MaxSessions = 100 }},
 		{"MAX_SESSIONS 0 is no limit", []string{"MAX_SESSIONS=0"}, func(c *config) {}},
 		{"SHUTDOWN_TIMEOUT", []string{"SHUTDOWN_TIMEOUT=1s"}, func(c *config) { c.ShutdownTimeout = time.Second }},
+		{"TOKEN_REFRESH_WARNING", []string{"TOKEN_REFRESH_WARNING=5m"}, func(c *config) { c.TokenRefreshWarning = 5 * time.Minute }},
+		{"TOKEN_EXPIRY_GRACE 0 closes at exp", []string{"TOKEN_EXPIRY_GRACE=0"}, func(c *config) { c.TokenExpiryGrace = 0 }},
+		{"TOKEN_EXPIRY_GRACE longer than the warning", []string{"TOKEN_EXPIRY_GRACE=2m"}, func(c *config) { c.TokenExpiryGrace = 2 * time.Minute }},
 		{"LOG_LEVEL debug", []string{"LOG_LEVEL=debug"}, func(c *config) { c.LogLevel = "debug"; c.level = zerolog.DebugLevel }},
 		{"LOG_LEVEL warn", []string{"LOG_LEVEL=warn"}, func(c *config) { c.LogLevel = "warn"; c.level = zerolog.WarnLevel }},
 		{"LOG_LEVEL disabled", []string{"LOG_LEVEL=disabled"}, func(c *config) { c.LogLevel = "disabled"; c.level = zerolog.Disabled }},
@@ -235,6 +241,7 @@ func TestConfigValidOverrides(t *testing.T) {
 				SendQueueBytes: 100000, MaxGameSessions: 2, HTTPTimeout: 3 * time.Second, HTTPIdleTimeout: 7 * time.Second,
 				ResumeWindow: 60 * time.Second, GameHistoryFrames: 256, GameHistoryBytes: 262144, ActionIDTTL: 120 * time.Second,
 				ActionIDMax: 256, ShutdownRetrySpread: 10 * time.Second,
+				TokenRefreshWarning: 60 * time.Second, TokenExpiryGrace: 25 * time.Second,
 			}
 		}},
 	} {
@@ -320,6 +327,11 @@ func TestConfigInvalidValuesNameTheVariable(t *testing.T) {
 		{"ACTION_ID_TTL zero", []string{"ACTION_ID_TTL=0", "RESUME_WINDOW=0"}, []string{"ACTION_ID_TTL"}},
 		{"ACTION_ID_MAX zero", []string{"ACTION_ID_MAX=0"}, []string{"ACTION_ID_MAX"}},
 		{"SHUTDOWN_RETRY_SPREAD zero", []string{"SHUTDOWN_RETRY_SPREAD=0"}, []string{"SHUTDOWN_RETRY_SPREAD"}},
+		{"TOKEN_REFRESH_WARNING zero", []string{"TOKEN_REFRESH_WARNING=0"}, []string{"TOKEN_REFRESH_WARNING"}},
+		{"TOKEN_REFRESH_WARNING negative", []string{"TOKEN_REFRESH_WARNING=-1s"}, []string{"TOKEN_REFRESH_WARNING"}},
+		{"TOKEN_REFRESH_WARNING unparsable", []string{"TOKEN_REFRESH_WARNING=60"}, []string{"TOKEN_REFRESH_WARNING"}},
+		{"TOKEN_EXPIRY_GRACE negative", []string{"TOKEN_EXPIRY_GRACE=-1s"}, []string{"TOKEN_EXPIRY_GRACE"}},
+		{"TOKEN_EXPIRY_GRACE unparsable", []string{"TOKEN_EXPIRY_GRACE=soon"}, []string{"TOKEN_EXPIRY_GRACE"}},
 		{"MAX_SESSIONS unparsable", []string{"MAX_SESSIONS=unlimited"}, []string{"MAX_SESSIONS"}},
 		{"MAX_SESSIONS negative", []string{"MAX_SESSIONS=-1"}, []string{"MAX_SESSIONS"}},
 		{"SHUTDOWN_TIMEOUT unparsable", []string{"SHUTDOWN_TIMEOUT=later"}, []string{"SHUTDOWN_TIMEOUT"}},

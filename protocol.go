@@ -50,6 +50,10 @@ var (
 		sendsClose: true, retryAfterMS: -1}
 	reasonFlood = closeReason{code: websocket.StatusPolicyViolation, word: "rate_limited", presence: presenceDisconnected,
 		sendsClose: true, retryAfterMS: -1}
+	// The session outlives a token that ran out: a fresh token resumes it.
+	// With RESUME_WINDOW=0 it ends, and its games hear left for the same reason.
+	reasonTokenExpired = closeReason{code: 4002, word: "token_expired", presence: presenceTokenExpired,
+		sendsClose: true, away: presenceTokenExpired, resumable: true, retryAfterMS: -1}
 )
 
 // peerClosed is the reason of a connection the client ended with a close frame
@@ -77,6 +81,7 @@ const (
 	presenceExpired      = "expired"
 	presenceTimeout      = "timeout"
 	presenceSlowConsumer = "slow_consumer"
+	presenceTokenExpired = "token_expired"
 )
 
 // Error codes of the contract's error frame; the connection stays open after each.
@@ -91,6 +96,7 @@ const (
 	codeGameFull       = "game_full"
 	codeResumeFailed   = "resume_failed"
 	codeIDReused       = "id_reused"
+	codeInvalidToken   = "invalid_token"
 )
 
 // Why a resume failed: the reason of a resume_failed error.
@@ -125,6 +131,7 @@ const (
 	cmdOffensive
 	cmdRoll
 	cmdResume
+	cmdRefresh
 )
 
 // clientTypes maps the wire names of client frames to their kinds.
@@ -136,6 +143,7 @@ var clientTypes = map[string]cmdKind{
 	"submit_offensive_decision": cmdOffensive,
 	"roll_dice":                 cmdRoll,
 	"resume":                    cmdResume,
+	"refresh_token":             cmdRefresh,
 }
 
 // eventTypes maps the game actions to the room event each one becomes.
@@ -153,6 +161,7 @@ type command struct {
 	decision json.RawMessage // submit_*_decision only
 	dice     []int           // roll_dice only
 	resume   *resumeRequest  // resume only
+	token    string          // refresh_token only: the JWT, not yet verified
 }
 
 // resumeRequest is a resume's data: the session to take up again, and where
@@ -249,7 +258,7 @@ type protoError struct {
 	code    string
 	message string
 	id      string // echoed when the offending message carried a valid one
-	reason  string // resume_failed only: which of the resume reasons
+	reason  string // resume_failed and invalid_token only: which of their reasons
 }
 
 func (e *protoError) Error() string { return e.code + ": " + e.message }
@@ -395,6 +404,15 @@ func decodeStrict(msg []byte) (command, *protoError) {
 			return command{}, perr
 		}
 		cmd.resume = req
+		return cmd, nil
+	}
+	if kind == cmdRefresh {
+		token, perr := decodeRefresh(env.Data)
+		if perr != nil {
+			perr.id = cmd.id
+			return command{}, perr
+		}
+		cmd.token = token
 		return cmd, nil
 	}
 	var d gameData
@@ -561,6 +579,7 @@ type sessionData struct {
 	Protocol         int    `json:"protocol"`
 	ResumeToken      string `json:"resume_token"`
 	ResumeWindowMS   int64  `json:"resume_window_ms"`
+	TokenExp         *int64 `json:"token_exp"` // the handshake token's exp, Unix s; null for none
 }
 
 // protocolVersion is what session.data.protocol says.

@@ -739,27 +739,31 @@ func TestEncodeExpiring(t *testing.T) {
 }
 
 // TestEncodeSessionFrame checks the first frame's shape: sid, user id (null
-// when anonymous) and the two timings in milliseconds, and no id.
+// when anonymous), the two timings in milliseconds, the token's exp (null
+// when none), and no id.
 func TestEncodeSessionFrame(t *testing.T) {
 	cases := []struct {
 		name     string
 		userID   *int64
 		wantUser string
+		exp      int64
+		wantExp  string
 	}{
-		{"anonymous", nil, "null"},
-		{"authenticated", protoUser(42), "42"},
-		{"large user id", protoUser(1 << 53), "9007199254740992"},
+		{"anonymous", nil, "null", 0, "null"},
+		{"authenticated", protoUser(42), "42", 1796150606, "1796150606"},
+		{"large user id, token without exp", protoUser(1 << 53), "9007199254740992", 0, "null"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := protoParse(t, encode("session", "", sessionData{
 				SID: "0123456789abcdefGHIJ", UserID: tc.userID,
 				PingIntervalMS: 25000, SessionTimeoutMS: 300000,
-				Protocol: protocolVersion, ResumeToken: "T0KEN", ResumeWindowMS: 60000,
+				Protocol: protocolVersion, ResumeToken: "T0KEN", ResumeWindowMS: 60000, TokenExp: expJSON(tc.exp),
 			}))
 			protoKeys(t, f.top, "type", "data")
 			protoField(t, f.top, "type", `"session"`)
-			protoKeys(t, f.data, "sid", "user_id", "ping_interval_ms", "session_timeout_ms", "protocol", "resume_token", "resume_window_ms")
+			protoKeys(t, f.data, "sid", "user_id", "ping_interval_ms", "session_timeout_ms", "protocol", "resume_token", "resume_window_ms", "token_exp")
+			protoField(t, f.data, "token_exp", tc.wantExp)
 			protoField(t, f.data, "protocol", "2")
 			protoField(t, f.data, "resume_token", `"T0KEN"`)
 			protoField(t, f.data, "resume_window_ms", "60000")

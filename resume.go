@@ -46,6 +46,7 @@ func (s *session) status() string {
 // its games, and starts its window. Runs on the hub goroutine.
 func (h *hub) goAway(s *session, r closeReason) {
 	s.conn.stop(r)
+	h.stopToken(s) // a token governs a connection; a resume brings its own
 	h.idx.setAway(s)
 	s.awaySince, s.awayReason = time.Now(), r.away
 	s.gen++
@@ -129,6 +130,7 @@ func (h *hub) resume(m resumeMsg) {
 	for _, frame := range replay {
 		out.force(frame) // bounded by the histories, and never counted against the queue
 	}
+	h.moveToken(fresh, s)
 	m.reply <- s.sid
 }
 

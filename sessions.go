@@ -31,6 +31,7 @@ type session struct {
 	gen        uint64
 
 	actions *actionMemory // nil until the session sends an action with an id
+	tok     *tokenClock   // nil unless connected on a token with an exp
 
 	// idle-list links: sessions in order of last activity, oldest first, so a
 	// sweep touches only the sessions it warns or expires.

@@ -9,7 +9,10 @@ export interface StorageLike {
 }
 
 export interface ConnectOptions {
-  /** A JWT, or a function returning (a promise of) one; called before each (re)connect, sent as ?token=. */
+  /**
+   * A JWT, or a function returning (a promise of) one; called before each (re)connect, sent as ?token=, and
+   * (a function only) on each token_expiring, to refresh the token in-band.
+   */
   token?: string | (() => string | Promise<string>);
   /** Where the resume token and each game's {epoch, offset} are kept, per url. Default: sessionStorage (else memory). */
   storage?: StorageLike | null;
@@ -42,7 +45,7 @@ export interface GameEventBase {
 }
 export interface PresenceEvent extends GameEventBase {
   status: 'joined' | 'away' | 'back' | 'left';
-  reason?: 'left' | 'disconnected' | 'timeout' | 'slow_consumer' | 'expired';
+  reason?: 'left' | 'disconnected' | 'timeout' | 'slow_consumer' | 'expired' | 'token_expired';
   resume_window_ms?: number;
   away_ms?: number;
 }
@@ -74,10 +77,23 @@ export interface StateEvent {
   reason?: string;
   retryInMs?: number;
 }
+/** The connection's token: warned, refreshed, a refresh that failed (retried after retryInMs), or closed 4002. */
+export interface TokenEvent {
+  state: 'expiring' | 'refreshed' | 'failed' | 'expired';
+  /** The exp (Unix s) the server holds for this connection; null for none. */
+  tokenExp: number | null;
+  /** expiring: how long until exp. */
+  expiresInMs?: number;
+  /** failed: the invalid_token reason, "token_function" (it threw or gave nothing), "not_fresher" or "not_sent". */
+  reason?: string;
+  /** failed: when the next attempt is made. */
+  retryInMs?: number;
+}
 export interface SessionEvents {
   state: StateEvent;
   expiring: { expires_in_ms: number };
   ended: { code: number; reason: string };
+  token: TokenEvent;
 }
 
 export class Game {
@@ -99,6 +115,8 @@ export class Session {
   readonly userId: number | null;
   readonly state: SessionState;
   readonly games: Map<string, Game>;
+  /** The exp (Unix s) of this connection's token as the server holds it; null for none or anonymous. */
+  readonly tokenExp: number | null;
   on<K extends keyof SessionEvents>(event: K, fn: (ev: SessionEvents[K]) => void): this;
   off<K extends keyof SessionEvents>(event: K, fn: (ev: SessionEvents[K]) => void): this;
   join(gameId: string): Promise<Game>;
@@ -110,6 +128,8 @@ export class Session {
   drop(): void;
   /** After "ended" (4000, 4001): start again, on the user's next action. */
   reconnect(): void;
+  /** Asks the token function for a token now and sends it as refresh_token (a no-op with a string token). */
+  refreshToken(): void;
 }
 
 export function connect(url: string, options?: ConnectOptions): Session;

@@ -265,6 +265,8 @@ export class Session extends Emitter {
     this._waiters = [];
     this._goodbye = null;
     this._joins = new Map(); // gameId -> promise of Game (joins in flight)
+    this.tokenExp = null; // the exp (Unix s) of the token the server holds for this connection; null for none
+    this._tok = null; // the token refresh in progress on this connection, if any
     const st = this._load();
     this._resumeToken = st.resumeToken || null;
     this._stored = st.games || {}; // games from a previous page, until the resume says what holds
@@ -315,6 +317,7 @@ export class Session extends Emitter {
       this._storage.removeItem(this._key);
     } catch {}
     this._resumeToken = null;
+    this._stopRefresh();
     this._pending.rejectAll(Object.assign(new Error('session closed'), { code: 'closed' }));
     this._emit('ended', { code: 1000, reason: 'closed' });
   }
@@ -404,11 +407,13 @@ export class Session extends Emitter {
     };
   }
   _closed(code, reason) {
+    this._stopRefresh();
     const gb = this._goodbye;
     if (gb) {
       code = gb.code ?? code;
       reason = gb.reason ?? reason;
     }
+    if (code === 4002) this._emit('token', { state: 'expired', tokenExp: this.tokenExp }); // then reconnects with a fresh one
     if (NO_RETRY.has(code)) {
       this._clearTimer();
       this._setState('ended', reason || (code === 4000 ? 'expired' : 'taken_over'));
@@ -469,8 +474,13 @@ export class Session extends Emitter {
         return;
       case 'session_expiring':
         return this._emit('expiring', f.data);
+      case 'token_expiring':
+        return this._onTokenExpiring(f.data || {});
+      case 'token_refreshed':
+        return this._onTokenRefreshed(f);
       case 'error':
         if (f.id && f.id === this._resumeId) return this._onResumeFailed(f.data || {});
+        if (f.id && f.id === this._tok?.id) return this._onTokenRefused(f.data || {});
         this._pending.settle(f);
         return;
       case 'game_joined':
@@ -499,6 +509,7 @@ export class Session extends Emitter {
   }
   _onSession(d) {
     this._fresh = d;
+    this.tokenExp = d.token_exp ?? null; // this connection's token governs, after a resume too
     if (this._resumeToken) {
       const games = {};
       for (const g of this.games.values()) if (g.joined && g.cursor.epoch) games[g.id] = g.cursor.toJSON();
@@ -622,6 +633,67 @@ export class Session extends Emitter {
     return p;
   }
 }
+
+// ------------------------------------------------------------------ token refresh
+// The server warns (token_expiring) before this connection's token runs out, and closes it with 4002
+// TOKEN_EXPIRY_GRACE after exp. With a token function the client refreshes in-band on the warning,
+// retrying with backoff (a thrown function, invalid_token, a token no fresher) until it succeeds or the
+// connection ends; after 4002 it reconnects like after any drop, with a fresh token, and resumes.
+Session.prototype.refreshToken = function refreshToken() {
+  this._refresh();
+};
+Object.assign(Session.prototype, {
+  _onTokenExpiring(d) {
+    this._emit('token', { state: 'expiring', tokenExp: d.token_exp ?? null, expiresInMs: d.expires_in_ms });
+    this._refresh();
+  },
+  // _refresh starts a refresh on this connection, unless one is in progress or there is no token function.
+  _refresh() {
+    const ws = this._ws;
+    if (typeof this._token !== 'function' || !ws || this._tok?.ws === ws) return;
+    this._tok = { ws, attempt: 0, id: null, timer: null };
+    this._tokenAttempt(this._tok);
+  },
+  async _tokenAttempt(st) {
+    st.timer = null;
+    let tok;
+    try {
+      tok = await this._token();
+      if (!tok) throw new Error('the token function gave no token');
+    } catch {
+      return this._tokenFailed(st, 'token_function');
+    }
+    if (this._tok !== st || this._ws !== st.ws) return; // the connection changed meanwhile
+    st.id = newId('t');
+    if (!this._send({ type: 'refresh_token', id: st.id, data: { token: String(tok) } })) this._tokenFailed(st, 'not_sent');
+  },
+  _onTokenRefreshed(f) {
+    const st = this._tok;
+    if (!st || f.id !== st.id) return;
+    const before = this.tokenExp;
+    this.tokenExp = f.data?.token_exp ?? null;
+    if (before !== null && this.tokenExp !== null && this.tokenExp <= before) {
+      st.id = null;
+      return this._tokenFailed(st, 'not_fresher'); // the server took it, but the close still comes
+    }
+    this._tok = null;
+    this._emit('token', { state: 'refreshed', tokenExp: this.tokenExp });
+  },
+  _onTokenRefused(d) {
+    this._tok.id = null;
+    this._tokenFailed(this._tok, d.reason || d.code || 'error');
+  },
+  _tokenFailed(st, reason) {
+    if (this._tok !== st || this._ws !== st.ws) return;
+    const ms = backoffDelay(st.attempt++, { base: this._base, cap: this._cap });
+    this._emit('token', { state: 'failed', tokenExp: this.tokenExp, reason, retryInMs: ms });
+    st.timer = setTimeout(() => this._tokenAttempt(st), ms);
+  },
+  _stopRefresh() {
+    if (this._tok?.timer) clearTimeout(this._tok.timer);
+    this._tok = null;
+  },
+});
 
 export function connect(url, opts = {}) {
   return new Session(url, opts);

@@ -1,6 +1,6 @@
 // A typed game page using every public part of the client, checked by `tsc --noEmit` against
 // dugout.d.ts (e2e/types.test.mjs). It is never run: it only has to type-check.
-import { connect, type Game, type Member, type Session, type StateEvent } from '../../dugout.js';
+import { connect, type Game, type Member, type Session, type StateEvent, type TokenEvent } from '../../dugout.js';
 
 const session: Session = connect('wss://dugout.example.com/ws', {
   token: async () => 'a.jwt.token',
@@ -19,6 +19,12 @@ session.on('expiring', ({ expires_in_ms }) => console.log(`expires in ${expires_
 session.on('ended', ({ code, reason }) => {
   if (code === 4000 || code === 4001) console.log('ended:', reason);
 });
+session.on('token', (e: TokenEvent) => {
+  const exp: number | null = e.tokenExp;
+  if (e.state === 'failed') console.log('token refresh failed:', e.reason, 'retry in', e.retryInMs);
+  if (e.state === 'expiring') console.log(`token expires in ${e.expiresInMs} ms`, exp, session.tokenExp);
+});
+addEventListener('focus', () => session.refreshToken());
 addEventListener('pointerdown', () => (session.state === 'ended' ? session.reconnect() : session.stillHere()));
 
 async function play(): Promise<void> {
