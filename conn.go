@@ -383,10 +383,10 @@ func prepare(c *conn, cmd command, results []int) commandMsg {
 	case cmdHeartbeat:
 		m.self = encodeHeartbeatAck(cmd.id, time.Now())
 	case cmdJoin:
-		m.others = encodePresence(cmd.game, c.sid, c.userID, "joined", "")
+		m.others, m.note = encodePresence(cmd.game, c.sid, c.userID, "joined", ""), presenceNote{"joined", ""}
 	case cmdLeave:
 		m.self = encode("game_left", cmd.id, gameRef{GameID: cmd.game.String()})
-		m.others = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft)
+		m.others, m.note = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft), presenceNote{"left", presenceLeft}
 	default:
 		m.others = encodeEvent(cmd, c.sid, c.userID, results)
 	}

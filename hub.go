@@ -41,8 +41,9 @@ type commandMsg struct {
 	cmd     command
 	self    []byte
 	others  []byte
-	digest  [16]byte // of an action sent with an id
-	results []int    // roll_dice: the dice the reader rolled
+	note    presenceNote // what others says, when it is a presence (join and leave)
+	digest  [16]byte     // of an action sent with an id
+	results []int        // roll_dice: the dice the reader rolled
 }
 
 // sweepMsg asks the hub to warn and expire idle sessions as of now.
@@ -88,6 +89,7 @@ type hubConfig struct {
 	actionMax      int           // action ids remembered per session
 	tokenWarning   time.Duration // token_expiring goes out this long before a token's exp
 	tokenGrace     time.Duration // a conn still on an expired token is closed this long after its exp
+	webhook        *webhook      // hears every presence event; nil without WEBHOOK_URL
 }
 
 // hubBatch bounds how many queued messages the hub handles per wake-up, so a
@@ -280,13 +282,16 @@ func (h *hub) command(m commandMsg) {
 	case cmdJoin:
 		reply = h.join(s, m)
 	case cmdLeave:
-		if !h.idx.leave(s, cmd.game) {
+		if !h.idx.inGame(s, cmd.game) {
 			h.refuse(s, notInGame(cmd))
 			return
 		}
 		reply = m.self
 		h.deliver(s, reply)
-		h.event(cmd.game, s, m.others)
+		// Told before the seat goes, so that a game's last member leaving is
+		// an event with an offset like any other (the webhook reports it).
+		h.presence(cmd.game, s, m.note, m.others)
+		h.idx.leave(s, cmd.game)
 	default: // the game actions: decisions and dice
 		if !h.idx.inGame(s, cmd.game) {
 			h.refuse(s, notInGame(cmd))
@@ -319,7 +324,7 @@ func (h *hub) join(s *session, m commandMsg) []byte {
 		}
 	}
 	if h.idx.join(s, game) {
-		h.event(game, s, m.others)
+		h.presence(game, s, m.note, m.others)
 	}
 	log := h.idx.logs[game]
 	reply := encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Epoch: log.epoch,
@@ -410,12 +415,14 @@ func (h *hub) drop(s *session, presence string, r closeReason) {
 	h.stopWindow(s)
 	h.stopToken(s)
 	conn := s.conn
-	_, games := h.idx.remove(s.sid)
 	if presence != "" {
-		for _, g := range games {
-			h.event(g, s, encodePresence(g, s.sid, s.userID, "left", presence))
+		// Told before the seats go, so that a game's last member leaving is
+		// an event with an offset like any other (the webhook reports it).
+		for g := range s.games {
+			h.presence(g, s, presenceNote{"left", presence}, encodePresence(g, s.sid, s.userID, "left", presence))
 		}
 	}
+	h.idx.remove(s.sid)
 	if conn != nil {
 		conn.stop(r)
 	}
@@ -486,6 +493,7 @@ func (h *hub) snapshot(have uint64) stats {
 // shutdown stops every conn with going-away and forgets every session: the
 // unregisters that follow find nothing. Runs on the hub goroutine.
 func (h *hub) shutdown() {
+	h.shutdownPresence()
 	for _, s := range h.idx.sessions {
 		h.stopWindow(s)
 		h.stopToken(s)

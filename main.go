@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path"
@@ -20,6 +21,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caarlos0/env/v11"
 	"github.com/coder/websocket"
@@ -79,9 +81,17 @@ type config struct {
 	TokenRefreshWarning time.Duration `env:"TOKEN_REFRESH_WARNING" envDefault:"60s"`
 	TokenExpiryGrace    time.Duration `env:"TOKEN_EXPIRY_GRACE" envDefault:"25s"`
 
-	// Not configurable: the contract fixes it at 5 s. Tests shorten it.
+	// Presence webhooks. The URL may carry a secret (userinfo, a query
+	// token): only its scheme and host are ever logged.
+	WebhookURL    string `env:"WEBHOOK_URL"`
+	WebhookSecret string `env:"WEBHOOK_SECRET"`
+
+	// Not configurable: the contract fixes them (the flood grace at 5 s, the
+	// webhook's batching, timeouts and bounds). Tests shorten them.
 	rateLimitGrace time.Duration
+	webhookTiming  webhookTiming
 	level          zerolog.Level
+	webhookTarget  *url.URL // WebhookURL parsed; nil when it is empty
 }
 
 // envelopeSlack is what a relayed frame may add to the client message it
@@ -97,7 +107,7 @@ func loadConfig(environ []string) (config, error) {
 			vars[k] = v
 		}
 	}
-	cfg := config{rateLimitGrace: 5 * time.Second}
+	cfg := config{rateLimitGrace: 5 * time.Second, webhookTiming: defaultWebhookTiming()}
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: vars}); err != nil {
 		return config{}, namedParseError(err, vars)
 	}
@@ -191,6 +201,27 @@ func (c *config) validate() error {
 		return fmt.Errorf("LOG_LEVEL=%q is not a level (trace, debug, info, warn, error, fatal, panic, disabled)", c.LogLevel)
 	}
 	c.level = level
+	return c.validateWebhook()
+}
+
+// webhookSecretMin is the shortest WEBHOOK_SECRET accepted, in characters.
+const webhookSecretMin = 32
+
+// validateWebhook checks WEBHOOK_URL and WEBHOOK_SECRET. Its errors never
+// repeat the URL: it may carry a secret.
+func (c *config) validateWebhook() error {
+	c.webhookTarget = nil
+	if c.WebhookURL == "" {
+		return nil
+	}
+	u, err := url.Parse(c.WebhookURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return errors.New("WEBHOOK_URL must be an absolute http:// or https:// URL with a host")
+	}
+	if n := utf8.RuneCountInString(c.WebhookSecret); n < webhookSecretMin {
+		return fmt.Errorf("WEBHOOK_SECRET must be at least %d characters when WEBHOOK_URL is set (it has %d)", webhookSecretMin, n)
+	}
+	c.webhookTarget = u
 	return nil
 }
 
@@ -204,6 +235,7 @@ type server struct {
 	jwtParser  *jwt.Parser
 	slots      chan struct{} // one token per session when MAX_SESSIONS is set
 	health     healthCache
+	hook       *webhook // nil without WEBHOOK_URL
 
 	handlers   sync.WaitGroup // /ws handlers still running
 	draining   atomic.Bool    // set once shutdown begins
@@ -215,6 +247,10 @@ type server struct {
 
 // newServer builds a server and starts its hub and janitor.
 func newServer(cfg config, log zerolog.Logger) *server {
+	var hook *webhook
+	if cfg.webhookTarget != nil {
+		hook = newWebhook(cfg.webhookTarget, cfg.WebhookSecret, cfg.webhookTiming, log)
+	}
 	s := &server{
 		cfg: cfg,
 		log: log,
@@ -231,7 +267,9 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			actionMax:      cfg.ActionIDMax,
 			tokenWarning:   cfg.TokenRefreshWarning,
 			tokenGrace:     cfg.TokenExpiryGrace,
+			webhook:        hook,
 		}, 1024),
+		hook:      hook,
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
 	s.acceptOpts.OriginPatterns = originPatterns(cfg.AllowedOrigins)
@@ -287,9 +325,17 @@ func (s *server) routes() http.Handler {
 // stopHTTP stops accepting, every conn is closed with going-away at once (each
 // writer runs its own close handshake, so a frozen peer delays nobody), and the
 // handlers are awaited. Close handshakes still running at 80% of the budget
-// are cut so that the whole shutdown fits inside it.
+// are cut so that the whole shutdown fits inside it. Then, with the hub
+// stopped, the webhook delivers what it holds for what is left of the budget.
 func (s *server) shutdown(budget time.Duration, stopHTTP func(context.Context) error) error {
 	deadline := time.Now().Add(budget)
+	err := s.stopConns(deadline, stopHTTP)
+	s.hook.stop(deadline)
+	return err
+}
+
+// stopConns is shutdown's part before the webhook's: everything but it ends by deadline.
+func (s *server) stopConns(deadline time.Time, stopHTTP func(context.Context) error) error {
 	s.draining.Store(true)
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -351,6 +397,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
 		Dur("session_timeout", cfg.SessionTimeout).Int("max_sessions", limit.sessions).
 		Str("max_sessions_from", limit.from).Int("max_plain_http", limit.plain).Msg("listening")
+	if cfg.webhookTarget != nil {
+		log.Info().Str("target", webhookTargetForLog(cfg.webhookTarget)).Msg("presence webhook on")
+	}
 	if limit.warning != "" {
 		log.Warn().Int("max_sessions", limit.sessions).Uint64("fd_limit", limit.fds).Msg(limit.warning)
 	}

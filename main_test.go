@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"reflect"
@@ -61,9 +62,16 @@ func contractDefaults() config {
 		TokenRefreshWarning: 60 * time.Second,
 		TokenExpiryGrace:    25 * time.Second,
 		rateLimitGrace:      5 * time.Second, // "rate limited continuously for more than 5 s"
+		webhookTiming:       contractWebhookTiming,
 		level:               zerolog.InfoLevel,
 	}
 }
+
+// contractWebhookTiming is §9's numbers: at most 100 events or 1 s per POST, a
+// 5 s timeout, retries for 5 minutes, 10 000 events queued. The backoff's
+// base and cap are dugout's own.
+var contractWebhookTiming = webhookTiming{batchMax: 100, batchWait: time.Second, postTimeout: 5 * time.Second,
+	retryBudget: 5 * time.Minute, backoffBase: 500 * time.Millisecond, backoffCap: 30 * time.Second, queueMax: 10000}
 
 // configFields maps every environment variable of the config struct to the Go
 // field that holds it, read from the struct tags.
@@ -111,7 +119,7 @@ func TestConfigDefaultsMatchContract(t *testing.T) {
 			"RATE_BURST", "SEND_QUEUE_SIZE", "MAX_GAMES_PER_SESSION", "MAX_SESSIONS", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
 			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT",
 			"RESUME_WINDOW", "GAME_HISTORY_FRAMES", "GAME_HISTORY_BYTES", "ACTION_ID_TTL", "ACTION_ID_MAX", "SHUTDOWN_RETRY_SPREAD",
-			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE"}
+			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE", "WEBHOOK_URL", "WEBHOOK_SECRET"}
 		fields := configFields()
 		for _, key := range want {
 			if _, ok := fields[key]; !ok {
@@ -225,6 +233,18 @@ func TestConfigValidOverrides(t *testing.T) {
 		{"LOG_LEVEL debug", []string{"LOG_LEVEL=debug"}, func(c *config) { c.LogLevel = "debug"; c.level = zerolog.DebugLevel }},
 		{"LOG_LEVEL warn", []string{"LOG_LEVEL=warn"}, func(c *config) { c.LogLevel = "warn"; c.level = zerolog.WarnLevel }},
 		{"LOG_LEVEL disabled", []string{"LOG_LEVEL=disabled"}, func(c *config) { c.LogLevel = "disabled"; c.level = zerolog.Disabled }},
+		{"WEBHOOK_URL with WEBHOOK_SECRET", []string{"WEBHOOK_URL=https://u:p@hooks.example.com:8443/presence?k=v", "WEBHOOK_SECRET=" + webhookTestSecret},
+			func(c *config) {
+				c.WebhookURL, c.WebhookSecret = "https://u:p@hooks.example.com:8443/presence?k=v", webhookTestSecret
+				c.webhookTarget = &url.URL{Scheme: "https", User: url.UserPassword("u", "p"), Host: "hooks.example.com:8443",
+					Path: "/presence", RawQuery: "k=v"}
+			}},
+		{"WEBHOOK_SECRET of 32 multibyte characters", []string{"WEBHOOK_URL=http://127.0.0.1:9/h", "WEBHOOK_SECRET=" + strings.Repeat("é", 32)},
+			func(c *config) {
+				c.WebhookURL, c.WebhookSecret = "http://127.0.0.1:9/h", strings.Repeat("é", 32)
+				c.webhookTarget = &url.URL{Scheme: "http", Host: "127.0.0.1:9", Path: "/h"}
+			}},
+		{"WEBHOOK_SECRET alone is kept for later", []string{"WEBHOOK_SECRET=short"}, func(c *config) { c.WebhookSecret = "short" }},
 		{"every variable at once", []string{
 			"LISTEN_ADDR=:9090", "PING_INTERVAL=10s", "PING_TIMEOUT=20s", "MAX_MESSAGE_BYTES=4096",
 			"SESSION_TIMEOUT=2m", "EXPIRY_CHECK_INTERVAL=10s", "EXPIRY_WARNING=30s", "ALLOWED_ORIGINS=a.example,b.example",
@@ -240,7 +260,7 @@ func TestConfigValidOverrides(t *testing.T) {
 				LogLevel: "error", rateLimitGrace: 5 * time.Second, level: zerolog.ErrorLevel,
 				SendQueueBytes: 100000, MaxGameSessions: 2, HTTPTimeout: 3 * time.Second, HTTPIdleTimeout: 7 * time.Second,
 				ResumeWindow: 60 * time.Second, GameHistoryFrames: 256, GameHistoryBytes: 262144, ActionIDTTL: 120 * time.Second,
-				ActionIDMax: 256, ShutdownRetrySpread: 10 * time.Second,
+				ActionIDMax: 256, ShutdownRetrySpread: 10 * time.Second, webhookTiming: contractWebhookTiming,
 				TokenRefreshWarning: 60 * time.Second, TokenExpiryGrace: 25 * time.Second,
 			}
 		}},
@@ -344,6 +364,16 @@ func TestConfigInvalidValuesNameTheVariable(t *testing.T) {
 		{"ALLOWED_ORIGINS malformed pattern", []string{"ALLOWED_ORIGINS=["}, []string{"ALLOWED_ORIGINS"}},
 		{"ALLOWED_ORIGINS one malformed pattern among good ones", []string{"ALLOWED_ORIGINS=a.example, b[.example"}, []string{"ALLOWED_ORIGINS"}},
 		{"ALLOWED_ORIGINS malformed escape", []string{`ALLOWED_ORIGINS=a.example\`}, []string{"ALLOWED_ORIGINS"}},
+		{"WEBHOOK_URL relative", []string{"WEBHOOK_URL=/hooks/presence", "WEBHOOK_SECRET=" + webhookTestSecret}, []string{"WEBHOOK_URL"}},
+		{"WEBHOOK_URL without scheme", []string{"WEBHOOK_URL=hooks.example.com/presence", "WEBHOOK_SECRET=" + webhookTestSecret}, []string{"WEBHOOK_URL"}},
+		{"WEBHOOK_URL not http", []string{"WEBHOOK_URL=ftp://hooks.example.com/presence", "WEBHOOK_SECRET=" + webhookTestSecret}, []string{"WEBHOOK_URL"}},
+		{"WEBHOOK_URL without host", []string{"WEBHOOK_URL=https:///presence", "WEBHOOK_SECRET=" + webhookTestSecret}, []string{"WEBHOOK_URL"}},
+		{"WEBHOOK_URL with only a port", []string{"WEBHOOK_URL=http://:8080/presence", "WEBHOOK_SECRET=" + webhookTestSecret}, []string{"WEBHOOK_URL"}},
+		{"WEBHOOK_URL opaque", []string{"WEBHOOK_URL=https:hooks.example.com", "WEBHOOK_SECRET=" + webhookTestSecret}, []string{"WEBHOOK_URL"}},
+		{"WEBHOOK_URL unparsable", []string{"WEBHOOK_URL=http://hooks example.com/%zz", "WEBHOOK_SECRET=" + webhookTestSecret}, []string{"WEBHOOK_URL"}},
+		{"WEBHOOK_URL without WEBHOOK_SECRET", []string{"WEBHOOK_URL=https://hooks.example.com/presence"}, []string{"WEBHOOK_URL", "WEBHOOK_SECRET"}},
+		{"WEBHOOK_SECRET one character short", []string{"WEBHOOK_URL=https://hooks.example.com/presence", "WEBHOOK_SECRET=" + webhookTestSecret[:31]},
+			[]string{"WEBHOOK_URL", "WEBHOOK_SECRET"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := loadConfig(tc.environ)
@@ -402,6 +432,7 @@ func TestProcessExitsOnInvalidConfig(t *testing.T) {
 		{"unparsable duration", "PING_INTERVAL=bogus", "PING_INTERVAL"},
 		{"NaN rate", "RATE_LIMIT=NaN", "RATE_LIMIT"},
 		{"warning not shorter than timeout", "EXPIRY_WARNING=300s", "EXPIRY_WARNING"},
+		{"webhook without its secret", "WEBHOOK_URL=https://hooks.example.com/presence", "WEBHOOK_SECRET"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*waitFor)

@@ -53,7 +53,7 @@ func (h *hub) goAway(s *session, r closeReason) {
 	sid, gen := s.sid, s.gen
 	s.window = time.AfterFunc(h.cfg.resumeWindow, func() { h.send(windowMsg{sid: sid, gen: gen}) })
 	for g := range s.games {
-		h.event(g, s, encodeAway(g, s.sid, s.userID, s.awayReason, h.cfg.resumeWindow))
+		h.presence(g, s, presenceNote{statusAway, s.awayReason}, encodeAway(g, s.sid, s.userID, s.awayReason, h.cfg.resumeWindow))
 	}
 }
 
@@ -119,7 +119,7 @@ func (h *hub) resume(m resumeMsg) {
 	games, replay := h.catchUp(s, m.req.games)
 	if wasAway {
 		for g := range s.games {
-			h.event(g, s, encodeBack(g, s.sid, s.userID, away))
+			h.presence(g, s, presenceNote{"back", ""}, encodeBack(g, s.sid, s.userID, away))
 		}
 		for i := range games { // the client's position includes its own back event
 			games[i].Offset = h.idx.logs[games[i].game].last
