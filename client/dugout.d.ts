@@ -73,6 +73,11 @@ export interface StateEvent {
   state: SessionState;
   reason?: string;
   retryInMs?: number;
+  /**
+   * Only on the "open" of a fresh session after a refused resume: the server's resume_failed reason
+   * ("unknown", "user_mismatch", "disabled", ...), or null when it gave none.
+   */
+  resumeFailed?: string | null;
 }
 export interface SessionEvents {
   state: StateEvent;
