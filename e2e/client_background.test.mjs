@@ -80,7 +80,7 @@ async function twoPlayers(context, src) {
 // survives and the client never leaves "open"; or the browser closed it with 1001 at the thaw (the server's
 // log says so; this client never closes with 1001) and the client resumes the same session. Either way:
 // connected throughout the freeze, then every event once, in order, in the same session, no resync.
-test('client lifecycle: a frozen page stays connected while frozen (the browser answers pings) and, thawed, gets every missed event once, in order, in the same session', { skip, timeout: 60_000 }, async (t) => {
+test('client background: a frozen page stays connected while frozen (the browser answers pings) and, thawed, gets every missed event once, in order, in the same session', { skip, timeout: 60_000 }, async (t) => {
   const dugout = await startDugout(STALL_ENV);
   let browser;
   try {
@@ -145,7 +145,7 @@ test('client lifecycle: a frozen page stays connected while frozen (the browser 
 // (Debugger.pause stops at the next script statement, A's first message handler), as a hung main thread
 // would be. Nothing closes its socket; the frames wait for the page in the browser, and when it runs again
 // it reads them all, in order, without ever reconnecting.
-test('client lifecycle: a page whose scripts are stopped stays connected and then gets every missed event once, in order, without reconnecting', { skip, timeout: 60_000 }, async (t) => {
+test('client background: a page whose scripts are stopped stays connected and then gets every missed event once, in order, without reconnecting', { skip, timeout: 60_000 }, async (t) => {
   const dugout = await startDugout(STALL_ENV);
   let browser;
   try {
@@ -195,7 +195,7 @@ test('client lifecycle: a page whose scripts are stopped stays connected and the
 
 // ---------------------------------------------------------------- 4. a hidden page
 
-test('client lifecycle: a page hidden for longer than SESSION_TIMEOUT expires with 4000; the client sends no heartbeat of its own', { skip, timeout: 60_000 }, async (t) => {
+test('client background: a page hidden for longer than SESSION_TIMEOUT expires with 4000; the client sends no heartbeat of its own', { skip, timeout: 60_000 }, async (t) => {
   const TIMEOUT = 3000;
   const dugout = await startDugout({
     ...BASE_ENV, PING_INTERVAL: '300ms', PING_TIMEOUT: '1s',
