@@ -72,6 +72,7 @@ type rpSession struct {
 	last       time.Time // last activity
 	awaySince  time.Time
 	actions    map[string]rpAction
+	lastSent   command                       // the last command sent with an id, which it may retry
 	seen       map[*conn]map[string]gameSeen // per conn that served it: where it is in each game
 }
 
@@ -272,7 +273,15 @@ func (r *rpProp) command(s *rpSession) {
 	if r.r.IntN(2) == 0 {
 		id = fmt.Sprint("a", r.r.IntN(4))
 	}
+	if s.lastSent.id != "" && r.r.IntN(4) == 0 {
+		// A client retrying its last action as it was: the dups a random id
+		// and game would make only by luck.
+		kind, id, game = s.lastSent.kind, s.lastSent.id, s.lastSent.game
+	}
 	cmd := command{kind: kind, id: id, game: game}
+	if id != "" {
+		s.lastSent = cmd
+	}
 	var msg commandMsg
 	switch kind {
 	case cmdJoin, cmdLeave:

@@ -76,6 +76,11 @@ export interface StateEvent {
   state: SessionState;
   reason?: string;
   retryInMs?: number;
+  /**
+   * Only on the "open" of a fresh session after a refused resume: the server's resume_failed reason
+   * ("unknown", "user_mismatch", "disabled", ...), or null when it gave none.
+   */
+  resumeFailed?: string | null;
 }
 /** The connection's token: warned, refreshed, a refresh that failed (retried after retryInMs), or closed 4002. */
 export interface TokenEvent {

@@ -357,9 +357,11 @@ export class Session extends Emitter {
   }
 
   // -------------------------------------------------------------- connection
-  _setState(state, reason, retryInMs) {
+  _setState(state, reason, retryInMs, resumeFailed) {
     this.state = state;
-    this._emit('state', { state, reason, retryInMs });
+    const e = { state, reason, retryInMs };
+    if (resumeFailed !== undefined) e.resumeFailed = resumeFailed; // why the stored session could not be resumed
+    this._emit('state', e);
   }
   _whenReady() {
     if (this._ready) return Promise.resolve();
@@ -532,10 +534,10 @@ export class Session extends Emitter {
       } catch {}
       return;
     }
-    this._startFresh(this._fresh, 'new_session', d.reason);
+    this._startFresh(this._fresh, 'new_session', d.reason ?? null);
   }
   // _startFresh: this connection is a new session; re-join every game the old one had.
-  _startFresh(d, why) {
+  _startFresh(d, why, resumeFailed) {
     this._resumeId = null;
     this.sid = d.sid;
     this.userId = d.user_id ?? null;
@@ -568,7 +570,7 @@ export class Session extends Emitter {
       p.then(done, done);
     }
     for (const [k, e] of older) this._pending.map.set(k, e);
-    this._opened(why);
+    this._opened(why, resumeFailed);
   }
   _onResumed(d) {
     this._resumeId = null;
@@ -597,11 +599,11 @@ export class Session extends Emitter {
     this._stored = {};
     this._opened('resumed');
   }
-  _opened(why) {
+  _opened(why, resumeFailed) {
     this._attempt = 0;
     this._ready = true;
     this._save();
-    this._setState('open', why);
+    this._setState('open', why, undefined, resumeFailed);
     for (const frame of this._pending.frames()) this._send(frame);
     const w = this._waiters;
     this._waiters = [];

@@ -2,6 +2,7 @@
 // real process, serves the test page from a real HTTP server, drives Chromium
 // through playwright-core. Everything talks to 127.0.0.1 only.
 import { execFile, spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { access, mkdtemp, rm } from 'node:fs/promises';
@@ -289,7 +290,80 @@ export async function launchBrowser() {
     close() {
       closed ??= (async () => {
         await context.close().catch(() => {});
-        await rm(dir, { recursive: true, force: true });
+        // Its helper processes may still be writing to the profile for a moment.
+        await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+      })();
+      return closed;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- a browser without focus emulation
+
+// launchPlainBrowser starts Chromium itself, with DevTools on a loopback port, and attaches Playwright with
+// noDefaults. Why not launchBrowser(): Playwright turns focus emulation on for every page it opens, and
+// Chromium counts such a page as being captured, so it stays visible even as a background tab (in
+// launchBrowser()'s browser every tab says "visible", minimized windows and background tabs included).
+// Here nothing emulates anything: a tab behind another is hidden by Chromium itself, as a user's is
+// (visibilityState "hidden", a visibilitychange event, background scheduling). That is more honest than
+// overriding document.visibilityState in the page, which would only show that the client reads a property.
+export async function launchPlainBrowser() {
+  const { chromium } = await import('playwright-core');
+  const dir = await mkdtemp(path.join(tmpdir(), 'dugout-e2e-profile-'));
+  const child = spawn(CHROMIUM, [...CHROMIUM_ARGS, '--remote-debugging-port=0', `--user-data-dir=${dir}`, 'about:blank'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const stderr = [];
+  let timer;
+  let browser;
+  try {
+    const endpoint = await Promise.race([
+      new Promise((resolve) => {
+        readline.createInterface({ input: child.stderr }).on('line', (line) => {
+          stderr.push(line);
+          const m = /DevTools listening on (ws:\/\/\S+)/.exec(line);
+          if (m) resolve(m[1]);
+        });
+      }),
+      exited.then((r) => {
+        throw new Error(`chromium exited at start (${JSON.stringify(r)}): ${stderr.join('\n')}`);
+      }),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`chromium printed no DevTools endpoint in 15 s: ${stderr.join('\n')}`)), 15_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assert.match(endpoint, /^ws:\/\/127\.0\.0\.1:\d+\//, 'DevTools listens on loopback only');
+    browser = await chromium.connectOverCDP(endpoint, { noDefaults: true, timeout: 30_000 });
+  } catch (e) {
+    child.kill('SIGKILL');
+    await exited;
+    await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+    throw e;
+  }
+  // exitedWithin resolves true once Chromium has exited, false after ms.
+  const exitedWithin = async (ms) => {
+    let t;
+    const r = await Promise.race([exited, new Promise((resolve) => (t = setTimeout(resolve, ms)))]);
+    clearTimeout(t);
+    return r !== undefined;
+  };
+  let closed;
+  return {
+    context: browser.contexts()[0],
+    // close asks Chromium to quit (SIGTERM, then SIGKILL, if it does not) and removes its profile; idempotent.
+    close() {
+      closed ??= (async () => {
+        const cdp = await browser.newBrowserCDPSession().catch(() => null);
+        await cdp?.send('Browser.close').catch(() => {});
+        await browser.close().catch(() => {});
+        if (!(await exitedWithin(5000))) child.kill('SIGTERM');
+        if (!(await exitedWithin(5000))) {
+          child.kill('SIGKILL');
+          await exited;
+        }
+        // Its helper processes may still be writing to the profile for a moment.
+        await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
       })();
       return closed;
     },

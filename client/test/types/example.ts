@@ -13,7 +13,8 @@ fixed.close();
 
 session.on('state', (e: StateEvent) => {
   const retry: number | undefined = e.retryInMs;
-  console.log(e.state, e.reason, retry);
+  const resumeFailed: string | null | undefined = e.resumeFailed;
+  console.log(e.state, e.reason, retry, resumeFailed);
 });
 session.on('expiring', ({ expires_in_ms }) => console.log(`expires in ${expires_in_ms} ms`));
 session.on('ended', ({ code, reason }) => {
