@@ -73,9 +73,15 @@ type config struct {
 	ActionIDMax         int           `env:"ACTION_ID_MAX" envDefault:"256"`
 	ShutdownRetrySpread time.Duration `env:"SHUTDOWN_RETRY_SPREAD" envDefault:"10s"`
 
+	// Protocol 2: the game backend drives sessions (api.go). ServiceToken is
+	// a secret: it is compared in constant time and never logged.
+	ServiceToken      string `env:"SERVICE_TOKEN"`
+	GameStateTimeouts string `env:"GAME_STATE_TIMEOUTS" envDefault:"lobby=30m,in_progress=5m,paused=30m,final=2m"`
+
 	// Not configurable: the contract fixes it at 5 s. Tests shorten it.
 	rateLimitGrace time.Duration
 	level          zerolog.Level
+	stateTimeouts  map[string]time.Duration // GAME_STATE_TIMEOUTS, parsed
 }
 
 // envelopeSlack is what a relayed frame may add to the client message it
@@ -163,7 +169,21 @@ func (c *config) validate() error {
 		return fmt.Errorf("MAX_GAME_SESSIONS must be at least 2 (a game needs two players), not %d", c.MaxGameSessions)
 	case c.RequireAuth && c.JWTSecret == "":
 		return errors.New("REQUIRE_AUTH=true needs JWT_SECRET: without it no token can be valid")
+	case c.ServiceToken != "" && len(c.ServiceToken) < minServiceToken:
+		// The length only: the token itself never reaches a log line.
+		return fmt.Errorf("SERVICE_TOKEN must be at least %d characters when set (it has %d)", minServiceToken, len(c.ServiceToken))
 	}
+	// With expiry off (the operator's rollback switch) no timeout applies, so
+	// none need be longer than the warning.
+	warning := c.ExpiryWarning
+	if c.SessionTimeout == 0 {
+		warning = 0
+	}
+	timeouts, err := parseStateTimeouts(c.GameStateTimeouts, warning)
+	if err != nil {
+		return err
+	}
+	c.stateTimeouts = timeouts
 	origins := c.AllowedOrigins[:0]
 	for _, o := range c.AllowedOrigins {
 		o = strings.TrimSpace(o)
@@ -219,6 +239,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			historyBytes:   cfg.GameHistoryBytes,
 			actionTTL:      cfg.ActionIDTTL,
 			actionMax:      cfg.ActionIDMax,
+			stateTimeouts:  cfg.stateTimeouts,
 		}, 1024),
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
@@ -268,6 +289,10 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /livez", serveLive)
 	mux.HandleFunc("GET /client/dugout.js", clientModule.serveModule)
 	mux.HandleFunc("GET /demo/{$}", demoPage.serveDemo)
+	if s.cfg.ServiceToken != "" {
+		// Without a token the API does not exist: every /api/ path is the mux's 404.
+		mux.HandleFunc("/api/", s.serveAPI)
+	}
 	return mux
 }
 
