@@ -97,17 +97,27 @@ func (m *fzHubModel) listed(t time.Duration) bool {
 	return t == m.cfg.sessionTimeout || slices.Contains(slices.Collect(maps.Values(m.cfg.stateTimeouts)), t)
 }
 
-// timeoutOf is fc's idle timeout and the game that sets it (contract v2 §8).
+// timeoutOf is fc's idle timeout and the game that sets it (contract v2 §8):
+// the largest of its games' own (SESSION_TIMEOUT for a game without one, and
+// for no game), named by the lowest id among games whose own it is.
 func (m *fzHubModel) timeoutOf(fc *fzConn) (time.Duration, *uuid.UUID) {
-	t := m.cfg.sessionTimeout
-	for g := range fc.games {
-		if s := m.settings[g]; s != nil && s.timeout > t {
-			t = s.timeout
+	own := func(g uuid.UUID) (time.Duration, bool) {
+		if s := m.settings[g]; s != nil && s.timeout > 0 {
+			return s.timeout, true
 		}
+		return m.cfg.sessionTimeout, false
+	}
+	if len(fc.games) == 0 {
+		return m.cfg.sessionTimeout, nil
+	}
+	var t time.Duration
+	for g := range fc.games {
+		d, _ := own(g)
+		t = max(t, d)
 	}
 	var by *uuid.UUID
 	for g := range fc.games {
-		if s := m.settings[g]; s != nil && s.timeout == t && (by == nil || bytes.Compare(g[:], by[:]) < 0) {
+		if d, timed := own(g); timed && d == t && (by == nil || bytes.Compare(g[:], by[:]) < 0) {
 			id := g
 			by = &id
 		}

@@ -138,12 +138,14 @@ func (r *fzHubRun) stepOnce() {
 
 // finishSweep runs the sweep the hub has begun to its end, as the hub's loop
 // would when its inbox is empty, checking that the steps each look at their
-// share of the sessions: a sweep over n sessions takes at most n/step + 1.
+// share of the work: a sweep over n sessions and m seatless settings takes at
+// most (n+m)/step + 1.
 func (r *fzHubRun) finishSweep() {
+	work := len(r.m.conns) + r.h.idx.settings.seatless
 	for steps := 1; r.h.sweeping; steps++ {
 		r.h.sweepSome()
 		r.h.dropSlow()
-		if steps > len(r.m.conns)/r.h.cfg.sweepStep+1 {
+		if steps > work/r.h.cfg.sweepStep+1 {
 			r.t.Fatalf("step %d (%s): sweep still going after %d steps", r.step, r.action, steps)
 		}
 	}
@@ -518,6 +520,14 @@ var fzHubSeeds = [][]byte{
 	{0x30, 0, 0x01, 2, 0, 9, 8, 13, 8, 13, 4, 0, 0},
 	// cascade: three tiny conns in one game, one drained sender
 	{0x01, 0, 0x00, 0, 0x10, 0, 0x30, 0, 0x11, 4, 0, 0, 4, 1, 0, 4, 2, 0, 4, 3, 0, 6, 0, 0, 6, 0, 0, 3, 0, 0},
+	// single_seat: a second session of user 1 supersedes the first; a query
+	{0x02, 0, 1, 0, 1, 10, 0, 0x20, 4, 0, 0, 4, 1, 0, 12, 0},
+	// in_progress (120 s): warned at 61 s, expired at 121 s; a kick of user 2
+	{0x02, 0, 1, 0, 2, 10, 0, 2, 4, 0, 0, 4, 1, 0, 8, 4, 8, 3, 11, 0, 5},
+	// settings before any seat, the third refused, all forgotten after 15 minutes
+	{0x02, 10, 1, 1, 10, 2, 7, 10, 3, 12, 12, 1, 8, 13, 8, 13, 12, 1},
+	// warned under SESSION_TIMEOUT, then lobby (450 s) withdraws it; warned again, expired
+	{0x02, 0, 1, 4, 0, 0, 8, 9, 10, 0, 1, 8, 7, 8, 3},
 }
 
 // FuzzHub reads its input as a hub configuration and a sequence of

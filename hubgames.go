@@ -190,20 +190,29 @@ func (h *hub) retimeSession(s *session, active bool) {
 }
 
 // timeoutOf returns s's idle timeout, the largest of its games' (a game the
-// backend gave no timeout counts as SESSION_TIMEOUT, as does being in no
-// game), and the game that sets it: of those whose own timeout it is, the
-// lowest id; nil when no game's own timeout is that large. Runs on the hub goroutine.
+// backend gave no timeout counts as SESSION_TIMEOUT; in no game it is
+// SESSION_TIMEOUT), and the game that sets it: of those whose own timeout it
+// is, the lowest id; nil when none is (SESSION_TIMEOUT's). Runs on the hub goroutine.
 func (h *hub) timeoutOf(s *session) (time.Duration, *uuid.UUID) {
-	t := h.cfg.sessionTimeout
+	if len(s.games) == 0 {
+		return h.cfg.sessionTimeout, nil
+	}
+	var t time.Duration
 	var by *uuid.UUID
 	for game := range s.games {
-		g := h.idx.settings.byGame[game]
-		if g == nil || g.timeout <= 0 || g.timeout < t {
-			continue
+		own, timed := h.cfg.sessionTimeout, false
+		if g := h.idx.settings.byGame[game]; g != nil && g.timeout > 0 {
+			own, timed = g.timeout, true
 		}
-		if g.timeout > t || by == nil || bytes.Compare(game[:], by[:]) < 0 {
-			id := game
-			t, by = g.timeout, &id
+		switch {
+		case own > t:
+			t, by = own, nil
+			fallthrough
+		case own == t && timed && (by == nil || bytes.Compare(game[:], by[:]) < 0):
+			if timed {
+				id := game
+				by = &id
+			}
 		}
 	}
 	return t, by
