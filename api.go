@@ -98,7 +98,7 @@ func (s *server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/api/"), "/")
 	switch {
-	case len(parts) == 2 && parts[0] == "games":
+	case len(parts) == 2 && parts[0] == "games" && parts[1] != "":
 		switch r.Method {
 		case http.MethodGet:
 			s.withGame(w, parts[1], func(game uuid.UUID) { s.getGame(w, game) })
@@ -107,7 +107,7 @@ func (s *server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		default:
 			notAllowed(w, "GET, PUT")
 		}
-	case len(parts) == 3 && parts[0] == "games" && parts[2] == "kick":
+	case len(parts) == 3 && parts[0] == "games" && parts[1] != "" && parts[2] == "kick":
 		if r.Method != http.MethodPost {
 			notAllowed(w, "POST")
 			return

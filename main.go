@@ -82,6 +82,10 @@ type config struct {
 	rateLimitGrace time.Duration
 	level          zerolog.Level
 	stateTimeouts  map[string]time.Duration // GAME_STATE_TIMEOUTS, parsed
+	// Not configurable: the contract fixes seatless settings at an hour and
+	// 100 000 games (0 means those). Tests shorten them.
+	settingsTTL time.Duration
+	settingsMax int
 }
 
 // envelopeSlack is what a relayed frame may add to the client message it
@@ -240,6 +244,8 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			actionTTL:      cfg.ActionIDTTL,
 			actionMax:      cfg.ActionIDMax,
 			stateTimeouts:  cfg.stateTimeouts,
+			settingsTTL:    cfg.settingsTTL,
+			settingsMax:    cfg.settingsMax,
 		}, 1024),
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
