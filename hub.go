@@ -478,7 +478,9 @@ func (h *hub) sweepSome() {
 				continue
 			}
 			looked++
-			h.judge(s, now) // due: s is warned (and due later) or ended
+			if !h.judge(s, now) { // cannot be, as it is due; but a top left in place must not spin the sweep
+				h.sweepList++
+			}
 		default:
 			if !x.settings.expireOne(now) {
 				return

@@ -369,7 +369,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 	// Logged at no level, so every LOG_LEVEL but disabled shows where to connect.
 	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
 		Dur("session_timeout", cfg.SessionTimeout).Int("max_sessions", limit.sessions).
-		Str("max_sessions_from", limit.from).Int("max_plain_http", limit.plain).Msg("listening")
+		Str("max_sessions_from", limit.from).Int("max_plain_http", limit.plain).
+		Bool("service_api", cfg.ServiceToken != "").Msg("listening") // whether the API is on, never the token
 	if limit.warning != "" {
 		log.Warn().Int("max_sessions", limit.sessions).Uint64("fd_limit", limit.fds).Msg(limit.warning)
 	}
