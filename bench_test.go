@@ -176,16 +176,17 @@ func BenchmarkSweep(b *testing.B) {
 	}
 }
 
-// pushOldest moves s to the longest-idle end of the idle list.
+// pushOldest moves s to the longest-idle end of its idle list.
 func pushOldest(x *index, s *session) {
-	x.unlink(s)
-	s.newer, s.older = x.oldest, nil
-	if x.oldest != nil {
-		x.oldest.older = s
+	l := x.byTimeout[s.timeout]
+	x.unlinkFrom(l, s)
+	s.newer, s.older = l.oldest, nil
+	if l.oldest != nil {
+		l.oldest.older = s
 	} else {
-		x.newest = s
+		l.newest = s
 	}
-	x.oldest = s
+	l.oldest = s
 }
 
 // BenchmarkSweepStep measures the longest a sweep holds the hub at once: one

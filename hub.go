@@ -90,6 +90,10 @@ type hubConfig struct {
 	tokenWarning   time.Duration // token_expiring goes out this long before a token's exp
 	tokenGrace     time.Duration // a conn still on an expired token is closed this long after its exp
 	webhook        *webhook      // hears every presence event; nil without WEBHOOK_URL
+	// the idle timeout of each game state the backend may set (GAME_STATE_TIMEOUTS)
+	stateTimeouts map[string]time.Duration
+	settingsTTL   time.Duration // seatless settings are kept this long; 0 means the contract's hour
+	settingsMax   int           // seatless settings kept at most; 0 means the contract's 100 000
 }
 
 // hubBatch bounds how many queued messages the hub handles per wake-up, so a
@@ -109,10 +113,11 @@ type hub struct {
 	done  chan struct{} // closed when run returns
 
 	// owned by the hub goroutine
-	idx      *index
-	slow     []*session // sessions whose queue overflowed during the current message
-	sweeping bool       // a sweep has steps left
-	sweepAt  time.Time  // the time the current sweep judges idleness by
+	idx       *index
+	slow      []*session // sessions whose queue overflowed during the current message
+	sweeping  bool       // a sweep has steps left
+	sweepAt   time.Time  // the time the current sweep judges idleness by
+	sweepList int        // which idle list the sweep walks; past the lists, the heap, then the settings
 }
 
 // newHub returns a hub ready to run.
@@ -138,6 +143,12 @@ func (h *hub) newIndex() *index {
 	if h.cfg.historyBytes > 0 {
 		x.historyBytes = h.cfg.historyBytes
 	}
+	listed := make([]time.Duration, 0, len(h.cfg.stateTimeouts))
+	for _, t := range h.cfg.stateTimeouts {
+		listed = append(listed, t)
+	}
+	x.setTimeouts(h.cfg.sessionTimeout, h.cfg.expiryWarning, listed)
+	x.settings = newSettingsStore(h.cfg.settingsTTL, h.cfg.settingsMax)
 	return x
 }
 
@@ -243,10 +254,16 @@ func (h *hub) handle(m hubMsg) bool {
 	case sweepMsg:
 		// A sweep still in progress starts over, judged by the newer time.
 		if h.cfg.sessionTimeout > 0 {
-			h.sweepAt, h.sweeping, h.idx.cursor = m.now, true, h.idx.oldest
+			h.sweepAt, h.sweeping, h.sweepList, h.idx.cursor = m.now, true, 0, h.idx.lists[0].oldest
 		}
 	case statsRequest:
 		m.reply <- h.snapshot(m.have)
+	case gameUpdateMsg:
+		h.updateGame(m)
+	case gameQueryMsg:
+		h.queryGame(m)
+	case kickMsg:
+		h.kick(m)
 	case shutdownMsg:
 		h.shutdown()
 		return false
@@ -292,6 +309,7 @@ func (h *hub) command(m commandMsg) {
 		// an event with an offset like any other (the webhook reports it).
 		h.presence(cmd.game, s, m.note, m.others)
 		h.idx.leave(s, cmd.game)
+		h.retimeSession(s, true)
 	default: // the game actions: decisions and dice
 		if !h.idx.inGame(s, cmd.game) {
 			h.refuse(s, notInGame(cmd))
@@ -311,24 +329,27 @@ func (h *hub) command(m commandMsg) {
 // It returns the reply, or nil when the join was refused. Runs on the hub goroutine.
 func (h *hub) join(s *session, m commandMsg) []byte {
 	game := m.cmd.game
+	rivals := h.rivals(s, game)
 	if !h.idx.inGame(s, game) {
 		if len(s.games) >= h.cfg.maxGames {
 			h.refuse(s, encodeError(&protoError{code: codeTooManyGames, id: m.cmd.id,
 				message: "a session may be in at most " + strconv.Itoa(h.cfg.maxGames) + " games"}))
 			return nil
 		}
-		if h.idx.seatsIn(game) >= h.cfg.maxSeats {
+		if h.idx.seatsIn(game)-len(rivals) >= h.cfg.maxSeats { // a superseded seat makes room
 			h.refuse(s, encodeError(&protoError{code: codeGameFull, id: m.cmd.id,
 				message: "game " + game.String() + " has all its " + strconv.Itoa(h.cfg.maxSeats) + " seats taken"}))
 			return nil
 		}
 	}
+	h.supersede(rivals, game, s)
 	if h.idx.join(s, game) {
 		h.presence(game, s, m.note, m.others)
+		h.retimeSession(s, true)
 	}
 	log := h.idx.logs[game]
 	reply := encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Epoch: log.epoch,
-		Offset: log.last, Members: h.members(game, s)})
+		Offset: log.last, Members: h.members(game, s), gameView: h.view(game)})
 	h.deliver(s, reply)
 	return reply
 }
@@ -441,35 +462,76 @@ func (h *hub) dropSlow() {
 }
 
 // sweepSome does one step of the sweep in progress: it warns and expires idle
-// sessions as of sweepAt, walking the idle list from the index's cursor (the
-// longest idle at the start of a sweep), and looks at no more than sweepStep
-// sessions. The sweep is over at the first session that needs nothing, so
-// its work is proportional to the sessions it warns or expires (and those
-// already warned). Runs on the hub goroutine.
+// sessions as of sweepAt, walking each idle list from the index's cursor (the
+// longest idle of that list at the start), then the heap of sessions off the
+// lists while its top is due, then forgets seatless settings past their time,
+// and looks at no more than sweepStep sessions. Each list's walk is over at
+// its first session that needs nothing, so the work is proportional to the
+// sessions it warns or expires (and those already warned), plus one look per
+// list. Runs on the hub goroutine.
 func (h *hub) sweepSome() {
-	timeout, warning, now := h.cfg.sessionTimeout, h.cfg.expiryWarning, h.sweepAt
+	now, x := h.sweepAt, h.idx
 	h.sweeping = false
-	for looked := 0; h.idx.cursor != nil; looked++ {
+	for looked := 0; ; {
 		if looked == h.cfg.sweepStep {
-			h.sweeping = true // the next step goes on from the cursor
+			h.sweeping = true // the next step goes on from here
 			return
 		}
-		s := h.idx.cursor
-		h.idx.cursor = s.newer // on before acting: ending s unlinks it
-		idle := now.Sub(s.lastActivity)
 		switch {
-		case idle >= timeout:
-			h.drop(s, presenceExpired, reasonExpired)
-		case warning > 0 && idle >= timeout-warning:
-			if !s.warned {
-				s.warned = true
-				h.deliver(s, encodeExpiring(timeout-idle))
+		case h.sweepList < len(x.lists):
+			s := x.cursor
+			if s == nil {
+				if h.sweepList++; h.sweepList < len(x.lists) {
+					x.cursor = x.lists[h.sweepList].oldest
+				}
+				continue
+			}
+			looked++
+			x.cursor = s.newer // on before acting: ending s unlinks it
+			if !h.judge(s, now) {
+				x.cursor = nil // the rest of this list is younger still
+			}
+		case h.sweepList == len(x.lists):
+			s := x.lateTop()
+			if s == nil || dueAt(s, h.cfg.expiryWarning).After(now) {
+				h.sweepList++
+				continue
+			}
+			looked++
+			if !h.judge(s, now) { // cannot be, as it is due; but a top left in place must not spin the sweep
+				h.sweepList++
 			}
 		default:
-			h.idx.cursor = nil
-			return
+			if !x.settings.expireOne(now) {
+				return
+			}
+			looked++
 		}
 	}
+}
+
+// judge warns or expires s as of now, and reports whether it needed either
+// or had been warned already: false means a session that needs nothing yet.
+// A warning always announces an expiry at least EXPIRY_WARNING ahead: a sweep
+// that comes late, or a timeout that shrank, postpones the expiry rather than
+// shortening the warning. Runs on the hub goroutine.
+func (h *hub) judge(s *session, now time.Time) bool {
+	warning, end := h.cfg.expiryWarning, s.lastActivity.Add(s.timeout)
+	switch {
+	case s.warned:
+		if !now.Before(s.expiresAt) {
+			h.drop(s, presenceExpired, reasonExpired)
+		}
+	case warning > 0 && !now.Before(end.Add(-warning)):
+		at := laterOf(end, now.Add(warning))
+		h.idx.warn(s, at)
+		h.deliver(s, encodeExpiring(now, at, h.timeoutGame(s)))
+	case warning == 0 && !now.Before(end):
+		h.drop(s, presenceExpired, reasonExpired)
+	default:
+		return false
+	}
+	return true
 }
 
 // snapshot returns the counts health reports: a cheap copy-on-write view of
@@ -505,4 +567,5 @@ func (h *hub) shutdown() {
 	h.idx = h.newIndex()
 	h.slow = nil
 	h.sweeping = false
+	h.idx.cursor = nil
 }

@@ -87,6 +87,7 @@ func TestHubSweepSteps(t *testing.T) {
 		const n = 1000
 		cfg := hubDefaults
 		cfg.maxSeats = n
+		cfg.expiryWarning = 0      // every session is due for expiry at once, unwarned
 		h := newHub(cfg, hubInbox) // not running: the test takes the steps itself
 		conns := make([]*conn, n)
 		for i := range conns {
@@ -130,6 +131,7 @@ func TestHubSweepLetsTheInboxIn(t *testing.T) {
 		const n = 600
 		cfg := hubDefaults
 		cfg.maxSeats = n + 1
+		cfg.expiryWarning = 0 // every session is due for expiry at once, unwarned
 		h := newHub(cfg, hubInbox)
 		for i := range n {
 			c := fakeHubConn(fmt.Sprintf("sid-%04d", i), nil, 2*n) // room for every presence: none is slow

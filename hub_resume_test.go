@@ -70,6 +70,7 @@ type rpSession struct {
 	ended      bool
 	games      map[uuid.UUID]bool
 	last       time.Time // last activity
+	expiresAt  time.Time // what its warning announced; zero when not warned
 	awaySince  time.Time
 	actions    map[string]rpAction
 	lastSent   command                       // the last command sent with an id, which it may retry
@@ -294,7 +295,7 @@ func (r *rpProp) command(s *rpSession) {
 	r.drain()
 	hubTell(r.t, r.h, msg)
 	now := time.Now()
-	s.last = now
+	s.last, s.expiresAt = now, time.Time{}
 	key := fmt.Sprint(kind, game)
 	if a, ok := s.actions[id]; ok && now.Sub(a.at) >= r.cfg.actionTTL {
 		delete(s.actions, id)
@@ -360,7 +361,13 @@ func (r *rpProp) advance() {
 		}
 	}
 	for _, s := range r.live(false) {
-		if now.Sub(s.last) >= r.cfg.sessionTimeout {
+		// Warned first, at least EXPIRY_WARNING ahead; expired once that time has come.
+		end := s.last.Add(r.cfg.sessionTimeout)
+		if s.expiresAt.IsZero() && !now.Before(end.Add(-r.cfg.expiryWarning)) {
+			s.expiresAt = laterOf(end, now.Add(r.cfg.expiryWarning))
+			continue
+		}
+		if !s.expiresAt.IsZero() && !now.Before(s.expiresAt) {
 			if s.conn != nil {
 				r.retired = append(r.retired, s.conn)
 			}

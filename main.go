@@ -86,12 +86,22 @@ type config struct {
 	WebhookURL    string `env:"WEBHOOK_URL"`
 	WebhookSecret string `env:"WEBHOOK_SECRET"`
 
+	// Protocol 2: the game backend drives sessions (api.go). ServiceToken is
+	// a secret: it is compared in constant time and never logged.
+	ServiceToken      string `env:"SERVICE_TOKEN"`
+	GameStateTimeouts string `env:"GAME_STATE_TIMEOUTS" envDefault:"lobby=30m,in_progress=5m,paused=30m,final=2m"`
+
 	// Not configurable: the contract fixes them (the flood grace at 5 s, the
 	// webhook's batching, timeouts and bounds). Tests shorten them.
 	rateLimitGrace time.Duration
 	webhookTiming  webhookTiming
 	level          zerolog.Level
-	webhookTarget  *url.URL // WebhookURL parsed; nil when it is empty
+	webhookTarget  *url.URL                 // WebhookURL parsed; nil when it is empty
+	stateTimeouts  map[string]time.Duration // GAME_STATE_TIMEOUTS, parsed
+	// Not configurable: the contract fixes seatless settings at an hour and
+	// 100 000 games (0 means those). Tests shorten them.
+	settingsTTL time.Duration
+	settingsMax int
 }
 
 // envelopeSlack is what a relayed frame may add to the client message it
@@ -183,7 +193,21 @@ func (c *config) validate() error {
 		return fmt.Errorf("MAX_GAME_SESSIONS must be at least 2 (a game needs two players), not %d", c.MaxGameSessions)
 	case c.RequireAuth && c.JWTSecret == "":
 		return errors.New("REQUIRE_AUTH=true needs JWT_SECRET: without it no token can be valid")
+	case c.ServiceToken != "" && len(c.ServiceToken) < minServiceToken:
+		// The length only: the token itself never reaches a log line.
+		return fmt.Errorf("SERVICE_TOKEN must be at least %d characters when set (it has %d)", minServiceToken, len(c.ServiceToken))
 	}
+	// With expiry off (the operator's rollback switch) no timeout applies, so
+	// none need be longer than the warning.
+	warning := c.ExpiryWarning
+	if c.SessionTimeout == 0 {
+		warning = 0
+	}
+	timeouts, err := parseStateTimeouts(c.GameStateTimeouts, warning)
+	if err != nil {
+		return err
+	}
+	c.stateTimeouts = timeouts
 	origins := c.AllowedOrigins[:0]
 	for _, o := range c.AllowedOrigins {
 		o = strings.TrimSpace(o)
@@ -268,6 +292,9 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			tokenWarning:   cfg.TokenRefreshWarning,
 			tokenGrace:     cfg.TokenExpiryGrace,
 			webhook:        hook,
+			stateTimeouts:  cfg.stateTimeouts,
+			settingsTTL:    cfg.settingsTTL,
+			settingsMax:    cfg.settingsMax,
 		}, 1024),
 		hook:      hook,
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
@@ -318,6 +345,10 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /livez", serveLive)
 	mux.HandleFunc("GET /client/dugout.js", clientModule.serveModule)
 	mux.HandleFunc("GET /demo/{$}", demoPage.serveDemo)
+	if s.cfg.ServiceToken != "" {
+		// Without a token the API does not exist: every /api/ path is the mux's 404.
+		mux.HandleFunc("/api/", s.serveAPI)
+	}
 	return mux
 }
 
@@ -396,7 +427,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 	// Logged at no level, so every LOG_LEVEL but disabled shows where to connect.
 	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
 		Dur("session_timeout", cfg.SessionTimeout).Int("max_sessions", limit.sessions).
-		Str("max_sessions_from", limit.from).Int("max_plain_http", limit.plain).Msg("listening")
+		Str("max_sessions_from", limit.from).Int("max_plain_http", limit.plain).
+		Bool("service_api", cfg.ServiceToken != "").Msg("listening") // whether the API is on, never the token
 	if cfg.webhookTarget != nil {
 		log.Info().Str("target", webhookTargetForLog(cfg.webhookTarget)).Msg("presence webhook on")
 	}

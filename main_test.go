@@ -61,9 +61,12 @@ func contractDefaults() config {
 		ShutdownRetrySpread: 10 * time.Second,
 		TokenRefreshWarning: 60 * time.Second,
 		TokenExpiryGrace:    25 * time.Second,
-		rateLimitGrace:      5 * time.Second, // "rate limited continuously for more than 5 s"
-		webhookTiming:       contractWebhookTiming,
-		level:               zerolog.InfoLevel,
+		GameStateTimeouts:   "lobby=30m,in_progress=5m,paused=30m,final=2m",
+		stateTimeouts: map[string]time.Duration{"lobby": 30 * time.Minute, "in_progress": 5 * time.Minute,
+			"paused": 30 * time.Minute, "final": 2 * time.Minute},
+		rateLimitGrace: 5 * time.Second, // "rate limited continuously for more than 5 s"
+		webhookTiming:  contractWebhookTiming,
+		level:          zerolog.InfoLevel,
 	}
 }
 
@@ -119,7 +122,7 @@ func TestConfigDefaultsMatchContract(t *testing.T) {
 			"RATE_BURST", "SEND_QUEUE_SIZE", "MAX_GAMES_PER_SESSION", "MAX_SESSIONS", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
 			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT",
 			"RESUME_WINDOW", "GAME_HISTORY_FRAMES", "GAME_HISTORY_BYTES", "ACTION_ID_TTL", "ACTION_ID_MAX", "SHUTDOWN_RETRY_SPREAD",
-			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE", "WEBHOOK_URL", "WEBHOOK_SECRET"}
+			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE", "WEBHOOK_URL", "WEBHOOK_SECRET", "SERVICE_TOKEN", "GAME_STATE_TIMEOUTS"}
 		fields := configFields()
 		for _, key := range want {
 			if _, ok := fields[key]; !ok {
@@ -208,7 +211,11 @@ func TestConfigValidOverrides(t *testing.T) {
 			func(c *config) { c.SessionTimeout = 0; c.ExpiryWarning = 0 }},
 		{"EXPIRY_CHECK_INTERVAL", []string{"EXPIRY_CHECK_INTERVAL=5s"}, func(c *config) { c.ExpiryCheckInterval = 5 * time.Second }},
 		{"EXPIRY_WARNING 0 turns the warning off", []string{"EXPIRY_WARNING=0"}, func(c *config) { c.ExpiryWarning = 0 }},
-		{"EXPIRY_WARNING just under SESSION_TIMEOUT", []string{"EXPIRY_WARNING=299s"}, func(c *config) { c.ExpiryWarning = 299 * time.Second }},
+		{"EXPIRY_WARNING just under SESSION_TIMEOUT and every state's", []string{"EXPIRY_WARNING=299s", "GAME_STATE_TIMEOUTS=final=300s"},
+			func(c *config) {
+				c.ExpiryWarning, c.GameStateTimeouts = 299*time.Second, "final=300s"
+				c.stateTimeouts = map[string]time.Duration{"final": 300 * time.Second}
+			}},
 		{"ALLOWED_ORIGINS one host", []string{"ALLOWED_ORIGINS=game.example.com"},
 			func(c *config) { c.AllowedOrigins = []string{"game.example.com"} }},
 		{"ALLOWED_ORIGINS trims spaces and drops empty entries", []string{"ALLOWED_ORIGINS= game.example.com , ,*.example.org:*,,"},
@@ -245,6 +252,16 @@ func TestConfigValidOverrides(t *testing.T) {
 				c.webhookTarget = &url.URL{Scheme: "http", Host: "127.0.0.1:9", Path: "/h"}
 			}},
 		{"WEBHOOK_SECRET alone is kept for later", []string{"WEBHOOK_SECRET=short"}, func(c *config) { c.WebhookSecret = "short" }},
+		{"SERVICE_TOKEN of 32 characters", []string{"SERVICE_TOKEN=" + strings.Repeat("k", 32)},
+			func(c *config) { c.ServiceToken = strings.Repeat("k", 32) }},
+		{"GAME_STATE_TIMEOUTS of its own", []string{"GAME_STATE_TIMEOUTS= warmup=61s , extra_innings=24h"}, func(c *config) {
+			c.GameStateTimeouts = " warmup=61s , extra_innings=24h"
+			c.stateTimeouts = map[string]time.Duration{"warmup": 61 * time.Second, "extra_innings": 24 * time.Hour}
+		}},
+		{"GAME_STATE_TIMEOUTS just over a shorter EXPIRY_WARNING", []string{"EXPIRY_WARNING=10s", "GAME_STATE_TIMEOUTS=final=10001ms"}, func(c *config) {
+			c.ExpiryWarning, c.GameStateTimeouts = 10*time.Second, "final=10001ms"
+			c.stateTimeouts = map[string]time.Duration{"final": 10001 * time.Millisecond}
+		}},
 		{"every variable at once", []string{
 			"LISTEN_ADDR=:9090", "PING_INTERVAL=10s", "PING_TIMEOUT=20s", "MAX_MESSAGE_BYTES=4096",
 			"SESSION_TIMEOUT=2m", "EXPIRY_CHECK_INTERVAL=10s", "EXPIRY_WARNING=30s", "ALLOWED_ORIGINS=a.example,b.example",
@@ -262,6 +279,9 @@ func TestConfigValidOverrides(t *testing.T) {
 				ResumeWindow: 60 * time.Second, GameHistoryFrames: 256, GameHistoryBytes: 262144, ActionIDTTL: 120 * time.Second,
 				ActionIDMax: 256, ShutdownRetrySpread: 10 * time.Second, webhookTiming: contractWebhookTiming,
 				TokenRefreshWarning: 60 * time.Second, TokenExpiryGrace: 25 * time.Second,
+				GameStateTimeouts: "lobby=30m,in_progress=5m,paused=30m,final=2m",
+				stateTimeouts: map[string]time.Duration{"lobby": 30 * time.Minute, "in_progress": 5 * time.Minute,
+					"paused": 30 * time.Minute, "final": 2 * time.Minute},
 			}
 		}},
 	} {
@@ -374,6 +394,19 @@ func TestConfigInvalidValuesNameTheVariable(t *testing.T) {
 		{"WEBHOOK_URL without WEBHOOK_SECRET", []string{"WEBHOOK_URL=https://hooks.example.com/presence"}, []string{"WEBHOOK_URL", "WEBHOOK_SECRET"}},
 		{"WEBHOOK_SECRET one character short", []string{"WEBHOOK_URL=https://hooks.example.com/presence", "WEBHOOK_SECRET=" + webhookTestSecret[:31]},
 			[]string{"WEBHOOK_URL", "WEBHOOK_SECRET"}},
+		{"SERVICE_TOKEN too short", []string{"SERVICE_TOKEN=" + strings.Repeat("k", 31)}, []string{"SERVICE_TOKEN"}},
+		{"GAME_STATE_TIMEOUTS without =", []string{"GAME_STATE_TIMEOUTS=lobby"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS upper-case state", []string{"GAME_STATE_TIMEOUTS=Lobby=30m"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS state of 33 characters", []string{"GAME_STATE_TIMEOUTS=" + strings.Repeat("a", 33) + "=5m"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS empty name", []string{"GAME_STATE_TIMEOUTS==5m"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS empty entry", []string{"GAME_STATE_TIMEOUTS=lobby=30m,,final=2m"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS unparsable duration", []string{"GAME_STATE_TIMEOUTS=lobby=soon"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS duration without unit", []string{"GAME_STATE_TIMEOUTS=lobby=30"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS state twice", []string{"GAME_STATE_TIMEOUTS=lobby=30m,lobby=5m"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS entry equal to EXPIRY_WARNING", []string{"GAME_STATE_TIMEOUTS=final=60s"}, []string{"GAME_STATE_TIMEOUTS", "EXPIRY_WARNING"}},
+		{"GAME_STATE_TIMEOUTS entry shorter than a raised EXPIRY_WARNING", []string{"EXPIRY_WARNING=3m"}, []string{"GAME_STATE_TIMEOUTS", "EXPIRY_WARNING"}},
+		{"GAME_STATE_TIMEOUTS entry over 24h", []string{"GAME_STATE_TIMEOUTS=lobby=24h1s"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"GAME_STATE_TIMEOUTS negative entry", []string{"GAME_STATE_TIMEOUTS=lobby=-5m"}, []string{"GAME_STATE_TIMEOUTS"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := loadConfig(tc.environ)

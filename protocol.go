@@ -82,6 +82,8 @@ const (
 	presenceTimeout      = "timeout"
 	presenceSlowConsumer = "slow_consumer"
 	presenceTokenExpired = "token_expired"
+	presenceKicked       = "kicked"     // the backend kicked the seat (§8)
+	presenceSuperseded   = "superseded" // a newer session of the same user took the seat (§8)
 )
 
 // Error codes of the contract's error frame; the connection stays open after each.
@@ -598,9 +600,18 @@ const (
 	statusAway      = "away"
 )
 
+// gameView is a game's settings as members and the backend see them: a game
+// the backend never set has null, null and multi_seat.
+type gameView struct {
+	State         *string `json:"state"`
+	IdleTimeoutMS *int64  `json:"idle_timeout_ms"`
+	SeatPolicy    string  `json:"seat_policy"`
+}
+
 // gameJoinedData answers join_game.
 type gameJoinedData struct {
-	GameID  string   `json:"game_id"`
+	GameID string `json:"game_id"`
+	gameView
 	Epoch   string   `json:"epoch"`
 	Offset  uint64   `json:"offset"`
 	Members []member `json:"members"`
@@ -617,8 +628,9 @@ type resumedData struct {
 // resumedGame is one game of a resumed session: where it stands, and whether
 // the events the client missed follow.
 type resumedGame struct {
-	game      uuid.UUID
-	GameID    string   `json:"game_id"`
+	game   uuid.UUID
+	GameID string `json:"game_id"`
+	gameView
 	Epoch     string   `json:"epoch"`
 	Offset    uint64   `json:"offset"`
 	Recovered bool     `json:"recovered"`
@@ -628,6 +640,20 @@ type resumedGame struct {
 // gameRef answers leave_game.
 type gameRef struct {
 	GameID string `json:"game_id"`
+}
+
+// gameLeftData tells a session the server ended its seat: kicked by the
+// backend, or superseded by another session of its user (by_sid).
+type gameLeftData struct {
+	GameID string `json:"game_id"`
+	Reason string `json:"reason"`
+	BySID  string `json:"by_sid,omitempty"`
+}
+
+// gameUpdatedData tells a game's members the backend changed its settings.
+type gameUpdatedData struct {
+	GameID string `json:"game_id"`
+	gameView
 }
 
 // presenceData tells a game that a member came or went, and why.
@@ -665,9 +691,12 @@ type errorData struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-// expiringData warns a session that it will expire unless the client acts.
+// expiringData warns a session that it will expire unless the client acts:
+// when, and which game's timeout it is (null: SESSION_TIMEOUT's).
 type expiringData struct {
-	ExpiresInMS int64 `json:"expires_in_ms"`
+	ExpiresInMS int64   `json:"expires_in_ms"`
+	ExpiresAt   string  `json:"expires_at"`
+	GameID      *string `json:"game_id"`
 }
 
 // heartbeatData answers heartbeat.
@@ -729,9 +758,18 @@ func withDup(frame []byte) []byte {
 	return append(out, frame[1:]...)
 }
 
-// encodeExpiring builds session_expiring.
-func encodeExpiring(in time.Duration) []byte {
-	return encode("session_expiring", "", expiringData{ExpiresInMS: in.Milliseconds()})
+// expiresAtLayout is RFC 3339 with milliseconds, the precision of expires_in_ms.
+const expiresAtLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// encodeExpiring builds session_expiring, sent at now for an expiry at at,
+// set by game's timeout (nil: SESSION_TIMEOUT's).
+func encodeExpiring(now, at time.Time, game *uuid.UUID) []byte {
+	d := expiringData{ExpiresInMS: at.Sub(now).Milliseconds(), ExpiresAt: at.UTC().Format(expiresAtLayout)}
+	if game != nil {
+		id := game.String()
+		d.GameID = &id
+	}
+	return encode("session_expiring", "", d)
 }
 
 // encodeEvent builds a game action's room event, without an id and before

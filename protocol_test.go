@@ -729,13 +729,30 @@ func TestEncodeHeartbeatAck(t *testing.T) {
 	}
 }
 
-// TestEncodeExpiring checks session_expiring states the time left in milliseconds.
+// TestEncodeExpiring checks session_expiring states the time left in
+// milliseconds, the instant in RFC 3339 (UTC, milliseconds), and the game
+// whose timeout it is, null for SESSION_TIMEOUT's.
 func TestEncodeExpiring(t *testing.T) {
-	f := protoParse(t, encodeExpiring(90*time.Second+500*time.Millisecond))
-	protoKeys(t, f.top, "type", "data")
-	protoField(t, f.top, "type", `"session_expiring"`)
-	protoKeys(t, f.data, "expires_in_ms")
-	protoField(t, f.data, "expires_in_ms", "90500")
+	now := time.Date(2026, 11, 27, 15, 22, 48, 0, time.FixedZone("CET", 3600))
+	game := uuid.MustParse("6F9619FF-8B86-D011-B42D-00C04FD430C8")
+	for _, tc := range []struct {
+		name     string
+		game     *uuid.UUID
+		wantGame string
+	}{
+		{"SESSION_TIMEOUT's", nil, "null"},
+		{"a game's", &game, `"6f9619ff-8b86-d011-b42d-00c04fd430c8"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := protoParse(t, encodeExpiring(now, now.Add(90*time.Second+500*time.Millisecond), tc.game))
+			protoKeys(t, f.top, "type", "data")
+			protoField(t, f.top, "type", `"session_expiring"`)
+			protoKeys(t, f.data, "expires_in_ms", "expires_at", "game_id")
+			protoField(t, f.data, "expires_in_ms", "90500")
+			protoField(t, f.data, "expires_at", `"2026-11-27T14:24:18.500Z"`)
+			protoField(t, f.data, "game_id", tc.wantGame)
+		})
+	}
 }
 
 // TestEncodeSessionFrame checks the first frame's shape: sid, user id (null

@@ -131,6 +131,7 @@ func (h *hub) resume(m resumeMsg) {
 		out.force(frame) // bounded by the histories, and never counted against the queue
 	}
 	h.moveToken(fresh, s)
+	h.supersedeAll(s) // live frames, after what the client was sent as caught up
 	m.reply <- s.sid
 }
 
@@ -142,7 +143,7 @@ func (h *hub) catchUp(s *session, positions map[uuid.UUID]gamePosition) ([]resum
 	var replay [][]byte
 	for g := range s.games {
 		log := h.idx.logs[g]
-		rg := resumedGame{game: g, GameID: g.String(), Epoch: log.epoch, Offset: log.last, Members: h.members(g, s)}
+		rg := resumedGame{game: g, GameID: g.String(), gameView: h.view(g), Epoch: log.epoch, Offset: log.last, Members: h.members(g, s)}
 		if pos, ok := positions[g]; ok && pos.epoch == log.epoch {
 			if missed, ok := log.since(pos.offset); ok {
 				rg.Recovered = true

@@ -20,7 +20,9 @@ type session struct {
 	// owned by the hub goroutine
 	conn         *conn // nil while the session is away
 	lastActivity time.Time
-	warned       bool // session_expiring sent in the current idle period
+	warned       bool          // session_expiring sent in the current idle period
+	expiresAt    time.Time     // what that warning announced: the session expires at the first sweep from then on
+	timeout      time.Duration // its idle timeout: the largest of its games' (idle.go)
 	games        map[uuid.UUID]struct{}
 
 	// while away: since when, why, and the window's timer. gen tells the
@@ -33,17 +35,22 @@ type session struct {
 	actions *actionMemory // nil until the session sends an action with an id
 	tok     *tokenClock   // nil unless connected on a token with an exp
 
-	// idle-list links: sessions in order of last activity, oldest first, so a
-	// sweep touches only the sessions it warns or expires.
+	// idle-list links: the sessions of one timeout in order of last activity,
+	// oldest first, so a sweep touches only the sessions it warns or expires;
+	// or, while off the lists, its place in the index's heap (1-based, 0 when
+	// it is on a list).
 	older, newer *session
+	heapAt       int
 }
 
 // index holds every session and the two lookups built on them. Its invariants,
 // checked by checkIndex in the tests after every step:
 //   - every session in byUser and byGame is in sessions, and vice versa for its user and games;
 //   - no empty user set and no empty game set survives;
-//   - the idle list holds exactly the sessions, ordered by lastActivity;
-//   - seats counts exactly the members of each game in byGame.
+//   - every session is on exactly one idle list, the one of its timeout, or
+//     in the heap; each list is ordered by lastActivity;
+//   - seats counts exactly the members of each game in byGame;
+//   - settings holds every game's settings (gamesettings.go).
 //
 // It is hub-owned data: only the hub goroutine calls its methods.
 type index struct {
@@ -62,28 +69,39 @@ type index struct {
 	// health can tell that what it rendered last is still true.
 	version uint64
 
-	oldest, newest *session // the idle list's ends
+	settings *settingsStore
 
-	// cursor is the session a sweep in progress looks at next, nil when no
-	// sweep is in progress. Whatever takes a session out of the idle list
-	// (removal, activity) moves the cursor on to the next newer one, so a
-	// sweep split into steps never skips a session nor looks at one twice.
+	// the idle lists, by timeout (idle.go); base is the one of a session in no game
+	lists       []*idleList
+	byTimeout   map[time.Duration]*idleList
+	base        *idleList
+	baseTimeout time.Duration
+	late        lateHeap
+
+	// cursor is the session a sweep in progress looks at next in the list it
+	// walks, nil when it walks none. Whatever takes a session out of its list
+	// (removal, activity, a new timeout) moves the cursor on to the next newer
+	// one, so a sweep split into steps never skips a session nor looks at one
+	// twice.
 	cursor *session
 }
 
 // newIndex returns an empty index.
 func newIndex() *index {
-	return &index{
+	x := &index{
 		sessions: make(map[string]*session),
 		byUser:   make(map[int64]map[*session]struct{}),
 		byGame:   make(map[uuid.UUID]map[*session]struct{}),
 		byToken:  make(map[[32]byte]*session),
 		logs:     make(map[uuid.UUID]*gameLog),
 		seats:    newSeatCounts(),
+		settings: newSettingsStore(0, 0),
 
 		historyFrames: 256, historyBytes: 256 << 10, // the contract's defaults; the hub sets its own
 		version: 1, // a caller that holds nothing holds version 0
 	}
+	x.setTimeouts(0, 0, nil) // one list; the hub gives its own
+	return x
 }
 
 // add records a new session as active now. It reports false, changing nothing,
@@ -94,6 +112,7 @@ func (x *index) add(s *session, now time.Time) bool {
 	}
 	s.lastActivity = now
 	s.games = nil
+	s.timeout = x.baseTimeout
 	x.sessions[s.sid] = s
 	if s.token != ([32]byte{}) {
 		x.byToken[s.token] = s
@@ -107,7 +126,7 @@ func (x *index) add(s *session, now time.Time) bool {
 		}
 		set[s] = struct{}{}
 	}
-	x.pushNewest(s)
+	x.place(s)
 	return true
 }
 
@@ -139,7 +158,7 @@ func (x *index) remove(sid string) (*session, []uuid.UUID) {
 		x.dropMember(g, s)
 	}
 	s.games = nil
-	x.unlink(s)
+	x.detach(s)
 	return s, games
 }
 
@@ -157,6 +176,7 @@ func (x *index) join(s *session, game uuid.UUID) bool {
 		set = make(map[*session]struct{}, 4)
 		x.byGame[game] = set
 		x.logs[game] = newGameLog(x.historyFrames, x.historyBytes) // a new game: a new epoch
+		x.settings.seated(game, time.Now())
 	}
 	set[s] = struct{}{}
 	x.seats.add(game, 1)
@@ -184,6 +204,7 @@ func (x *index) dropMember(game uuid.UUID, s *session) {
 	if len(set) == 0 {
 		delete(x.byGame, game)
 		delete(x.logs, game) // its history dies with its last seat
+		x.settings.emptied(game, time.Now())
 	}
 	x.seats.add(game, -1)
 	x.version++
@@ -209,57 +230,4 @@ func (x *index) seatsIn(game uuid.UUID) int {
 // members returns game's member set; nil when nobody is in it.
 func (x *index) members(game uuid.UUID) map[*session]struct{} {
 	return x.byGame[game]
-}
-
-// touch records client activity: s becomes the newest in the idle list and
-// earns a new warning for its next idle period.
-func (x *index) touch(s *session, now time.Time) {
-	s.lastActivity = now
-	s.warned = false
-	if x.newest == s {
-		return
-	}
-	x.unlink(s)
-	x.pushNewest(s)
-}
-
-// pushNewest appends s at the newest end of the idle list.
-func (x *index) pushNewest(s *session) {
-	s.older, s.newer = x.newest, nil
-	if x.newest != nil {
-		x.newest.newer = s
-	} else {
-		x.oldest = s
-	}
-	x.newest = s
-}
-
-// unlink takes s out of the idle list.
-func (x *index) unlink(s *session) {
-	if x.cursor == s {
-		x.cursor = s.newer
-	}
-	if s.older != nil {
-		s.older.newer = s.newer
-	} else if x.oldest == s {
-		x.oldest = s.newer
-	}
-	if s.newer != nil {
-		s.newer.older = s.older
-	} else if x.newest == s {
-		x.newest = s.older
-	}
-	s.older, s.newer = nil, nil
-}
-
-// idle calls fn for sessions from the longest idle onwards, while fn returns true.
-// fn may remove the session it is given.
-func (x *index) idle(fn func(*session) bool) {
-	for s := x.oldest; s != nil; {
-		next := s.newer
-		if !fn(s) {
-			return
-		}
-		s = next
-	}
 }

@@ -14,8 +14,9 @@ import (
 //     every session is in the user set of its user and the game set of each of its games;
 //   - no user set and no game set is empty, and anonymous sessions are in no user set;
 //   - a session's games set is nil or non-empty;
-//   - the idle list, walked from oldest by newer and from newest by older, holds
-//     exactly the sessions, each once, ordered by non-decreasing lastActivity.
+//   - the idle lists, walked from oldest by newer and from newest by older,
+//     and the heap together hold exactly the sessions, each once; each list
+//     holds sessions of its timeout, ordered by non-decreasing lastActivity.
 //
 // It reports with Errorf only, so a test can run it through a recorder, and it
 // never loops forever on a corrupted list.
@@ -75,13 +76,43 @@ func checkIndex(t testing.TB, x *index) {
 	checkIndexIdleList(t, x)
 }
 
-// checkIndexIdleList is checkIndex's part for the idle list.
+// checkIndexIdleList is checkIndex's part for the idle lists and the heap:
+// every session is on the list of its timeout or in the heap, exactly once.
 func checkIndexIdleList(t testing.TB, x *index) {
 	t.Helper()
-	var forward []*session
 	seen := make(map[*session]bool, len(x.sessions))
+	for _, l := range x.lists {
+		if x.byTimeout[l.timeout] != l {
+			t.Errorf("the list of %s is not the one byTimeout holds", l.timeout)
+		}
+		checkIdleList(t, x, l, seen)
+	}
+	for i, s := range x.late.sessions {
+		if seen[s] {
+			t.Errorf("session %q is both on a list and in the heap", s.sid)
+		}
+		seen[s] = true
+		if s.heapAt != i+1 {
+			t.Errorf("session %q at heap place %d says %d", s.sid, i+1, s.heapAt)
+		}
+		if x.sessions[s.sid] != s {
+			t.Errorf("the heap holds session %q, which is not in sessions", s.sid)
+		}
+		if i > 0 && x.late.Less(i, (i-1)/2) {
+			t.Errorf("heap out of order at %q", s.sid)
+		}
+	}
+	if len(seen) != len(x.sessions) {
+		t.Errorf("the lists and the heap hold %d sessions, sessions holds %d", len(seen), len(x.sessions))
+	}
+}
+
+// checkIdleList checks one idle list, adding the sessions it holds to seen.
+func checkIdleList(t testing.TB, x *index, l *idleList, seen map[*session]bool) {
+	t.Helper()
+	var forward []*session
 	var prev *session
-	for s := x.oldest; s != nil; s = s.newer {
+	for s := l.oldest; s != nil; s = s.newer {
 		if seen[s] {
 			t.Errorf("idle list visits session %q twice walking from oldest", s.sid)
 			return
@@ -89,6 +120,9 @@ func checkIndexIdleList(t testing.TB, x *index) {
 		seen[s] = true
 		if x.sessions[s.sid] != s {
 			t.Errorf("idle list holds session %q, which is not in sessions", s.sid)
+		}
+		if s.timeout != l.timeout || s.heapAt != 0 {
+			t.Errorf("session %q of timeout %s (heap place %d) is on the list of %s", s.sid, s.timeout, s.heapAt, l.timeout)
 		}
 		if s.older != prev {
 			t.Errorf("session %q's older link does not point at the session before it", s.sid)
@@ -99,20 +133,17 @@ func checkIndexIdleList(t testing.TB, x *index) {
 		forward = append(forward, s)
 		prev = s
 	}
-	if x.newest != prev {
+	if l.newest != prev {
 		t.Errorf("newest is not the last session walking from oldest")
 	}
-	if len(forward) != len(x.sessions) {
-		t.Errorf("idle list holds %d sessions, sessions holds %d", len(forward), len(x.sessions))
-	}
 	var backward []*session
-	seen = make(map[*session]bool, len(x.sessions))
-	for s := x.newest; s != nil; s = s.older {
-		if seen[s] {
+	back := map[*session]bool{}
+	for s := l.newest; s != nil; s = s.older {
+		if back[s] {
 			t.Errorf("idle list visits session %q twice walking from newest", s.sid)
 			return
 		}
-		seen[s] = true
+		back[s] = true
 		backward = append(backward, s)
 	}
 	slices.Reverse(backward)
@@ -134,7 +165,7 @@ func indexSIDsOf(ss []*session) []string {
 // after more steps than there are sessions so a cycle cannot hang a test.
 func indexIdleSIDs(x *index) []string {
 	var sids []string
-	for s := x.oldest; s != nil && len(sids) <= len(x.sessions); s = s.newer {
+	for s := x.base.oldest; s != nil && len(sids) <= len(x.sessions); s = s.newer {
 		sids = append(sids, s.sid)
 	}
 	return sids
@@ -205,7 +236,7 @@ func TestIndexAdd(t *testing.T) {
 			if !x.add(s, indexAt(5)) {
 				t.Fatal("add returned false")
 			}
-			if x.sessions["a"] != s || x.oldest != s || x.newest != s {
+			if x.sessions["a"] != s || x.base.oldest != s || x.base.newest != s {
 				t.Error("session not recorded or not linked")
 			}
 			if !s.lastActivity.Equal(indexAt(5)) {
@@ -248,7 +279,7 @@ func TestIndexAdd(t *testing.T) {
 			if _, ok := x.byUser[2]; ok {
 				t.Error("the duplicate's user was indexed")
 			}
-			if x.newest != first || dup.older != nil || dup.newer != nil {
+			if x.base.newest != first || dup.older != nil || dup.newer != nil {
 				t.Error("the duplicate was linked into the idle list")
 			}
 			if !dup.lastActivity.IsZero() || !first.lastActivity.Equal(indexAt(0)) {
@@ -363,7 +394,7 @@ func TestIndexRemove(t *testing.T) {
 				x.remove(sid)
 				checkIndex(t, x)
 			}
-			if len(x.sessions)+len(x.byUser)+len(x.byGame) != 0 || x.oldest != nil || x.newest != nil {
+			if len(x.sessions)+len(x.byUser)+len(x.byGame) != 0 || x.base.oldest != nil || x.base.newest != nil {
 				t.Errorf("index not empty: %d sessions, %d users, %d games", len(x.sessions), len(x.byUser), len(x.byGame))
 			}
 		}},
@@ -543,8 +574,8 @@ func TestIndexTouch(t *testing.T) {
 			if got := indexIdleSIDs(x); !slices.Equal(got, tc.want) {
 				t.Errorf("idle list = %v, want %v", got, tc.want)
 			}
-			if x.newest != s {
-				t.Errorf("newest = %q, want %q", x.newest.sid, s.sid)
+			if x.base.newest != s {
+				t.Errorf("newest = %q, want %q", x.base.newest.sid, s.sid)
 			}
 			if !s.lastActivity.Equal(indexAt(10)) {
 				t.Errorf("lastActivity = %v, want %v", s.lastActivity, indexAt(10))
@@ -560,7 +591,7 @@ func TestIndexTouch(t *testing.T) {
 		x := indexOf(t, s)
 		s.warned = true
 		x.touch(s, indexAt(3))
-		if x.oldest != s || x.newest != s || s.warned || !s.lastActivity.Equal(indexAt(3)) {
+		if x.base.oldest != s || x.base.newest != s || s.warned || !s.lastActivity.Equal(indexAt(3)) {
 			t.Error("touch of the only session broke the list or kept the warning")
 		}
 		checkIndex(t, x)
@@ -574,90 +605,6 @@ func TestIndexTouch(t *testing.T) {
 			t.Error("touching a cleared b's warning")
 		}
 		checkIndex(t, x)
-	})
-}
-
-// TestIndexIdle checks idle visits sessions oldest first, stops when told, and
-// lets fn remove the session it is given.
-func TestIndexIdle(t *testing.T) {
-	cases := []struct {
-		name    string
-		setup   func(x *index)                  // after a, b, c, d were added in that order
-		fn      func(x *index, s *session) bool // called for each visit
-		visits  []string
-		remains []string // idle list afterwards
-	}{
-		{
-			name:    "oldest first",
-			fn:      func(*index, *session) bool { return true },
-			visits:  []string{"a", "b", "c", "d"},
-			remains: []string{"a", "b", "c", "d"},
-		},
-		{
-			name:    "order follows touches",
-			setup:   func(x *index) { x.touch(x.sessions["b"], indexAt(10)); x.touch(x.sessions["a"], indexAt(11)) },
-			fn:      func(*index, *session) bool { return true },
-			visits:  []string{"c", "d", "b", "a"},
-			remains: []string{"c", "d", "b", "a"},
-		},
-		{
-			name:    "stops when fn returns false",
-			fn:      func(_ *index, s *session) bool { return s.sid != "b" },
-			visits:  []string{"a", "b"},
-			remains: []string{"a", "b", "c", "d"},
-		},
-		{
-			name:    "fn removes every session it is given",
-			fn:      func(x *index, s *session) bool { x.remove(s.sid); return true },
-			visits:  []string{"a", "b", "c", "d"},
-			remains: nil,
-		},
-		{
-			name: "fn removes some sessions it is given",
-			fn: func(x *index, s *session) bool {
-				if s.sid == "a" || s.sid == "c" {
-					x.remove(s.sid)
-				}
-				return true
-			},
-			visits:  []string{"a", "b", "c", "d"},
-			remains: []string{"b", "d"},
-		},
-		{
-			name:    "fn removes the session then stops",
-			fn:      func(x *index, s *session) bool { x.remove(s.sid); return s.sid != "b" },
-			visits:  []string{"a", "b"},
-			remains: []string{"c", "d"},
-		},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			x := indexOf(t, indexSession("a", indexUser(1)), indexSession("b", nil), indexSession("c", indexUser(1)), indexSession("d", nil))
-			indexJoin(t, x, x.sessions["a"], indexGameA)
-			indexJoin(t, x, x.sessions["c"], indexGameA)
-			if tc.setup != nil {
-				tc.setup(x)
-			}
-			var visits []string
-			x.idle(func(s *session) bool {
-				visits = append(visits, s.sid)
-				return tc.fn(x, s)
-			})
-			if !slices.Equal(visits, tc.visits) {
-				t.Errorf("visits = %v, want %v", visits, tc.visits)
-			}
-			if got := indexIdleSIDs(x); !slices.Equal(got, tc.remains) {
-				t.Errorf("idle list afterwards = %v, want %v", got, tc.remains)
-			}
-			checkIndex(t, x)
-		})
-	}
-	t.Run("empty index calls nothing", func(t *testing.T) {
-		x := newIndex()
-		x.idle(func(s *session) bool {
-			t.Errorf("fn called with %q on an empty index", s.sid)
-			return true
-		})
 	})
 }
 
@@ -759,16 +706,16 @@ func TestCheckIndexCatches(t *testing.T) {
 			x.byGame[indexGameA][s] = struct{}{}
 		}},
 		{"empty non-nil games set", func(x *index, a, b, c *session) { c.games = map[uuid.UUID]struct{}{} }},
-		{"session missing from the idle list", func(x *index, a, b, c *session) { x.unlink(b) }},
+		{"session missing from the idle list", func(x *index, a, b, c *session) { x.unlinkFrom(x.base, b) }},
 		{"idle list holds a stranger", func(x *index, a, b, c *session) {
 			s := indexSession("stranger", nil)
 			s.lastActivity = indexAt(100)
-			x.pushNewest(s)
+			x.base.pushNewest(s)
 		}},
 		{"idle list out of order", func(x *index, a, b, c *session) { a.lastActivity = indexAt(100) }},
 		{"broken older link", func(x *index, a, b, c *session) { c.older = a }},
-		{"newest is not the last", func(x *index, a, b, c *session) { x.newest = b }},
-		{"oldest is not the first", func(x *index, a, b, c *session) { x.oldest = b }},
+		{"newest is not the last", func(x *index, a, b, c *session) { x.base.newest = b }},
+		{"oldest is not the first", func(x *index, a, b, c *session) { x.base.oldest = b }},
 		{"cycle in the idle list", func(x *index, a, b, c *session) { c.newer = a }},
 		{"cycle walking back", func(x *index, a, b, c *session) { a.older = c }},
 	}

@@ -45,7 +45,7 @@ export interface GameEventBase {
 }
 export interface PresenceEvent extends GameEventBase {
   status: 'joined' | 'away' | 'back' | 'left';
-  reason?: 'left' | 'disconnected' | 'timeout' | 'slow_consumer' | 'expired' | 'token_expired';
+  reason?: 'left' | 'disconnected' | 'timeout' | 'slow_consumer' | 'expired' | 'token_expired' | 'kicked' | 'superseded';
   resume_window_ms?: number;
   away_ms?: number;
 }
@@ -64,8 +64,24 @@ export interface ResyncEvent {
   members: Map<string, Member>;
 }
 
+export interface GameUpdatedEvent {
+  offset: number;
+  game_id: string;
+  state: string | null;
+  idle_timeout_ms: number | null;
+  seat_policy: 'multi_seat' | 'single_seat';
+}
+/** This session's seat ended: its own leave(), or the server's "kicked" or "superseded" (by by_sid). The game is not rejoined. */
+export interface LeftEvent {
+  game_id: string;
+  reason: 'left' | 'kicked' | 'superseded';
+  by_sid: string | null;
+}
+
 export interface GameEvents {
   presence: PresenceEvent;
+  game_updated: GameUpdatedEvent;
+  left: LeftEvent;
   defensive_decision: DecisionEvent;
   offensive_decision: DecisionEvent;
   dice_rolled: DiceEvent;
@@ -96,7 +112,7 @@ export interface TokenEvent {
 }
 export interface SessionEvents {
   state: StateEvent;
-  expiring: { expires_in_ms: number };
+  expiring: { expires_in_ms: number; expires_at: string; game_id: string | null };
   ended: { code: number; reason: string };
   token: TokenEvent;
 }

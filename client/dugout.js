@@ -1,7 +1,7 @@
 // dugout.js: the browser client of dugout (wire protocol version 2, see PROTOCOL.md).
 // An ES module with no dependencies. connect(url, opts) returns a Session at once.
 
-const GAME_EVENTS = new Set(['presence', 'defensive_decision', 'offensive_decision', 'dice_rolled']);
+const GAME_EVENTS = new Set(['presence', 'defensive_decision', 'offensive_decision', 'dice_rolled', 'game_updated']);
 const NO_RETRY = new Set([4000, 4001]);
 
 // ------------------------------------------------------------------ pure parts
@@ -490,12 +490,16 @@ export class Session extends Emitter {
         this._pending.settle(f);
         return;
       case 'game_left': {
+        // Our own leave's reply, or the server ended the seat (reason "kicked" or "superseded"): either
+        // way the game is forgotten here, so no resume or fresh session ever joins it again by itself.
         const id = f.data?.game_id;
         const g = this.games.get(id);
         if (g) {
           g.joined = false;
           this.games.delete(id);
           this._save();
+          const d = f.data || {};
+          g._emit('left', { game_id: id, reason: d.reason || 'left', by_sid: d.by_sid ?? null });
         }
         this._pending.settle(f);
         return;

@@ -245,3 +245,24 @@ test('a resume refused as rate_limited is tried again on a new connection, not g
   assert.equal(ws3.sent[0].data.resume_token, 'T-A');
   s.close();
 });
+
+test('kicked or superseded: the game emits left with the reason, and is never rejoined by itself', async () => {
+  const { srv, s, ws, game, events } = await joinedSession();
+  const left = [];
+  game.on('left', (d) => left.push(d));
+  ws.push({ type: 'game_updated', data: { offset: 2, game_id: G, state: 'in_progress', idle_timeout_ms: 300000, seat_policy: 'single_seat' } });
+  assert.deepEqual(events.map((e) => e.t), [], 'game_updated is not one of the handlers this test set');
+  ws.push({ type: 'game_left', data: { game_id: G, reason: 'superseded', by_sid: 'B' } });
+  assert.deepEqual(left, [{ game_id: G, reason: 'superseded', by_sid: 'B' }]);
+  assert.equal(s.games.has(G), false);
+  assert.equal(game.cursor.offset, 2, 'game_updated went through the cursor like any game event');
+  // A lost connection whose resume fails: the fresh session re-joins nothing.
+  ws.drop(1006);
+  await tick(30);
+  const ws2 = srv.sockets[1];
+  ws2.push(sessionFrame('A2'));
+  ws2.push({ type: 'error', id: ws2.sent[0].id, data: { code: 'resume_failed', reason: 'unknown', message: 'x' } });
+  await tick();
+  assert.equal(ws2.last('join_game'), undefined, 'no rejoin of a game the server ended');
+  s.close();
+});

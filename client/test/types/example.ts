@@ -16,7 +16,7 @@ session.on('state', (e: StateEvent) => {
   const resumeFailed: string | null | undefined = e.resumeFailed;
   console.log(e.state, e.reason, retry, resumeFailed);
 });
-session.on('expiring', ({ expires_in_ms }) => console.log(`expires in ${expires_in_ms} ms`));
+session.on('expiring', ({ expires_in_ms, expires_at, game_id }) => console.log(`expires in ${expires_in_ms} ms`, expires_at, game_id));
 session.on('ended', ({ code, reason }) => {
   if (code === 4000 || code === 4001) console.log('ended:', reason);
 });
@@ -30,6 +30,8 @@ addEventListener('pointerdown', () => (session.state === 'ended' ? session.recon
 
 async function play(): Promise<void> {
   const game: Game = await session.join('3f2b8c1e-8a8f-4d8e-9c53-8f1d2a6b7c90');
+  game.on('left', ({ reason, by_sid }) => console.log('seat ended:', reason, by_sid));
+  game.on('game_updated', ({ state, idle_timeout_ms, seat_policy }) => console.log(state, idle_timeout_ms, seat_policy));
   const sid: string | null = session.sid;
   const userId: number | null = session.userId;
   console.log(sid, userId, session.games.get(game.id) === game);
