@@ -46,8 +46,14 @@ const demoPolicy = "default-src 'self'; script-src 'self' 'unsafe-inline'; style
 
 // serveDemo serves the demo page, same-origin only.
 func (a asset) serveDemo(w http.ResponseWriter, r *http.Request) {
+	a.servePage(w, r, demoPolicy)
+}
+
+// servePage serves a under the Content-Security-Policy policy, revalidated
+// on every load so that a new binary's page is never mixed with an old one's.
+func (a asset) servePage(w http.ResponseWriter, r *http.Request, policy string) {
 	w.Header().Set("Content-Type", a.contentType)
-	w.Header().Set("Content-Security-Policy", demoPolicy)
+	w.Header().Set("Content-Security-Policy", policy)
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("ETag", a.etag)
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))

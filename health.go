@@ -41,8 +41,19 @@ func (c *healthCache) current(h *hub) (stats, []byte, bool) {
 
 // serveConnections answers /health/connections from a snapshot the hub makes
 // on request, so the numbers are the hub's own at one instant.
+// With HEALTH_GAME_IDS=operator, a caller without the operator token gets
+// the counts alone: the hub makes no copy of the seat counts for it.
 func (s *server) serveConnections(w http.ResponseWriter, r *http.Request) {
-	st, perGame, ok := s.health.current(s.hub)
+	hidden := s.gameIDsHidden(r)
+	var st stats
+	var perGame []byte
+	var ok bool
+	if hidden {
+		st, ok = s.hub.stats(noSeats)
+		perGame = []byte("{}")
+	} else {
+		st, perGame, ok = s.health.current(s.hub)
+	}
 	if !ok {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting_down"})
 		return
@@ -60,6 +71,8 @@ func (s *server) serveConnections(w http.ResponseWriter, r *http.Request) {
 	head = strconv.AppendInt(head, int64(st.UniqueUsers), 10)
 	head = append(head, `,"active_games":`...)
 	head = strconv.AppendInt(head, int64(st.ActiveGames), 10)
+	head = append(head, `,"game_ids_hidden":`...)
+	head = strconv.AppendBool(head, hidden)
 	head = append(head, `,"sessions_per_game":`...)
 	// Goroutines lets an operator (and the soak test) see that nothing
 	// outlives its connection: at rest it returns to the same baseline.
@@ -67,6 +80,7 @@ func (s *server) serveConnections(w http.ResponseWriter, r *http.Request) {
 	tail = append(tail, "}\n"...)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Vary", "Authorization")
 	w.Header().Set("Content-Length", strconv.Itoa(len(head)+len(perGame)+len(tail)))
 	w.WriteHeader(http.StatusOK)
 	// The rendering is written as it is, not copied: at 100,000 games it is 4 MB.

@@ -215,12 +215,14 @@ const testQueueBytes = 1 << 30
 
 // healthReport is the body of /health/connections as a client decodes it.
 type healthReport struct {
-	Status          string         `json:"status"`
-	TotalSessions   int            `json:"total_sessions"`
-	UniqueUsers     int            `json:"unique_users"`
-	ActiveGames     int            `json:"active_games"`
-	SessionsPerGame map[string]int `json:"sessions_per_game"`
-	Goroutines      int            `json:"goroutines"`
+	Status            string         `json:"status"`
+	TotalSessions     int            `json:"total_sessions"`
+	ConnectedSessions int            `json:"connected_sessions"`
+	AwaySessions      int            `json:"away_sessions"`
+	UniqueUsers       int            `json:"unique_users"`
+	ActiveGames       int            `json:"active_games"`
+	SessionsPerGame   map[string]int `json:"sessions_per_game"`
+	Goroutines        int            `json:"goroutines"`
 }
 
 // seatsPerGame is a hub snapshot's seat counts keyed by canonical game id, as

@@ -59,6 +59,10 @@ type statsRequest struct {
 	reply chan stats
 }
 
+// noSeats, as a statsRequest's have, asks for the counts without the seat
+// counts: no copy-on-write snapshot, so nothing for the hub to copy later.
+const noSeats = ^uint64(0)
+
 // shutdownMsg asks the hub to stop every connection with going-away and exit.
 type shutdownMsg struct{}
 
@@ -264,6 +268,8 @@ func (h *hub) handle(m hubMsg) bool {
 		h.queryGame(m)
 	case kickMsg:
 		h.kick(m)
+	case gameDetailsRequest:
+		h.gameDetails(m)
 	case shutdownMsg:
 		h.shutdown()
 		return false
@@ -546,7 +552,7 @@ func (h *hub) snapshot(have uint64) stats {
 		ActiveGames:   len(h.idx.byGame),
 		version:       h.idx.version,
 	}
-	if have != h.idx.version {
+	if have != h.idx.version && have != noSeats {
 		st.seats = h.idx.seats.snapshot()
 	}
 	return st

@@ -26,6 +26,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -90,6 +91,12 @@ type config struct {
 	// a secret: it is compared in constant time and never logged.
 	ServiceToken      string `env:"SERVICE_TOKEN"`
 	GameStateTimeouts string `env:"GAME_STATE_TIMEOUTS" envDefault:"lobby=30m,in_progress=5m,paused=30m,final=2m"`
+
+	// Operator surfaces (contract v2 §11). OperatorToken is a secret like
+	// ServiceToken; HealthGameIDs says whether /health/connections lists game
+	// ids to anyone or only to a caller with the operator token.
+	OperatorToken string `env:"OPERATOR_TOKEN"`
+	HealthGameIDs string `env:"HEALTH_GAME_IDS" envDefault:"public"`
 
 	// Not configurable: the contract fixes them (the flood grace at 5 s, the
 	// webhook's batching, timeouts and bounds). Tests shorten them.
@@ -220,6 +227,9 @@ func (c *config) validate() error {
 		origins = append(origins, o)
 	}
 	c.AllowedOrigins = origins
+	if err := c.validateOperator(); err != nil {
+		return err
+	}
 	level, err := zerolog.ParseLevel(c.LogLevel)
 	if err != nil || c.LogLevel == "" {
 		return fmt.Errorf("LOG_LEVEL=%q is not a level (trace, debug, info, warn, error, fatal, panic, disabled)", c.LogLevel)
@@ -259,7 +269,9 @@ type server struct {
 	jwtParser  *jwt.Parser
 	slots      chan struct{} // one token per session when MAX_SESSIONS is set
 	health     healthCache
-	hook       *webhook // nil without WEBHOOK_URL
+	hook       *webhook            // nil without WEBHOOK_URL
+	gatherer   prometheus.Gatherer // what /dashboard/data reads counters and histograms from
+	dashRing   readRing            // the dashboard's earlier readings, for rates
 
 	handlers   sync.WaitGroup // /ws handlers still running
 	draining   atomic.Bool    // set once shutdown begins
@@ -297,6 +309,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			settingsMax:    cfg.settingsMax,
 		}, 1024),
 		hook:      hook,
+		gatherer:  emptyGatherer,
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
 	s.acceptOpts.OriginPatterns = originPatterns(cfg.AllowedOrigins)
@@ -345,6 +358,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /livez", serveLive)
 	mux.HandleFunc("GET /client/dugout.js", clientModule.serveModule)
 	mux.HandleFunc("GET /demo/{$}", demoPage.serveDemo)
+	s.dashboardRoutes(mux)
 	if s.cfg.ServiceToken != "" {
 		// Without a token the API does not exist: every /api/ path is the mux's 404.
 		mux.HandleFunc("/api/", s.serveAPI)
@@ -428,7 +442,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
 		Dur("session_timeout", cfg.SessionTimeout).Int("max_sessions", limit.sessions).
 		Str("max_sessions_from", limit.from).Int("max_plain_http", limit.plain).
-		Bool("service_api", cfg.ServiceToken != "").Msg("listening") // whether the API is on, never the token
+		Bool("service_api", cfg.ServiceToken != "").Bool("operator_token", cfg.OperatorToken != "").
+		Str("health_game_ids", cfg.HealthGameIDs).Msg("listening") // whether a token is set, never the token
 	if cfg.webhookTarget != nil {
 		log.Info().Str("target", webhookTargetForLog(cfg.webhookTarget)).Msg("presence webhook on")
 	}

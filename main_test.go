@@ -62,6 +62,7 @@ func contractDefaults() config {
 		TokenRefreshWarning: 60 * time.Second,
 		TokenExpiryGrace:    25 * time.Second,
 		GameStateTimeouts:   "lobby=30m,in_progress=5m,paused=30m,final=2m",
+		HealthGameIDs:       "public",
 		stateTimeouts: map[string]time.Duration{"lobby": 30 * time.Minute, "in_progress": 5 * time.Minute,
 			"paused": 30 * time.Minute, "final": 2 * time.Minute},
 		rateLimitGrace: 5 * time.Second, // "rate limited continuously for more than 5 s"
@@ -122,7 +123,8 @@ func TestConfigDefaultsMatchContract(t *testing.T) {
 			"RATE_BURST", "SEND_QUEUE_SIZE", "MAX_GAMES_PER_SESSION", "MAX_SESSIONS", "SHUTDOWN_TIMEOUT", "LOG_LEVEL",
 			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT",
 			"RESUME_WINDOW", "GAME_HISTORY_FRAMES", "GAME_HISTORY_BYTES", "ACTION_ID_TTL", "ACTION_ID_MAX", "SHUTDOWN_RETRY_SPREAD",
-			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE", "WEBHOOK_URL", "WEBHOOK_SECRET", "SERVICE_TOKEN", "GAME_STATE_TIMEOUTS"}
+			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE", "WEBHOOK_URL", "WEBHOOK_SECRET", "SERVICE_TOKEN", "GAME_STATE_TIMEOUTS",
+			"OPERATOR_TOKEN", "HEALTH_GAME_IDS"}
 		fields := configFields()
 		for _, key := range want {
 			if _, ok := fields[key]; !ok {
@@ -234,6 +236,8 @@ func TestConfigValidOverrides(t *testing.T) {
 		{"MAX_SESSIONS", []string{"MAX_SESSIONS=100"}, func(c *config) { c.MaxSessions = 100 }},
 		{"MAX_SESSIONS 0 is no limit", []string{"MAX_SESSIONS=0"}, func(c *config) {}},
 		{"SHUTDOWN_TIMEOUT", []string{"SHUTDOWN_TIMEOUT=1s"}, func(c *config) { c.ShutdownTimeout = time.Second }},
+		{"OPERATOR_TOKEN and HEALTH_GAME_IDS=operator", []string{"OPERATOR_TOKEN=" + strings.Repeat("o", 32), "HEALTH_GAME_IDS=operator"},
+			func(c *config) { c.OperatorToken, c.HealthGameIDs = strings.Repeat("o", 32), "operator" }},
 		{"TOKEN_REFRESH_WARNING", []string{"TOKEN_REFRESH_WARNING=5m"}, func(c *config) { c.TokenRefreshWarning = 5 * time.Minute }},
 		{"TOKEN_EXPIRY_GRACE 0 closes at exp", []string{"TOKEN_EXPIRY_GRACE=0"}, func(c *config) { c.TokenExpiryGrace = 0 }},
 		{"TOKEN_EXPIRY_GRACE longer than the warning", []string{"TOKEN_EXPIRY_GRACE=2m"}, func(c *config) { c.TokenExpiryGrace = 2 * time.Minute }},
@@ -279,7 +283,7 @@ func TestConfigValidOverrides(t *testing.T) {
 				ResumeWindow: 60 * time.Second, GameHistoryFrames: 256, GameHistoryBytes: 262144, ActionIDTTL: 120 * time.Second,
 				ActionIDMax: 256, ShutdownRetrySpread: 10 * time.Second, webhookTiming: contractWebhookTiming,
 				TokenRefreshWarning: 60 * time.Second, TokenExpiryGrace: 25 * time.Second,
-				GameStateTimeouts: "lobby=30m,in_progress=5m,paused=30m,final=2m",
+				GameStateTimeouts: "lobby=30m,in_progress=5m,paused=30m,final=2m", HealthGameIDs: "public",
 				stateTimeouts: map[string]time.Duration{"lobby": 30 * time.Minute, "in_progress": 5 * time.Minute,
 					"paused": 30 * time.Minute, "final": 2 * time.Minute},
 			}
@@ -307,6 +311,12 @@ func TestConfigInvalidValuesNameTheVariable(t *testing.T) {
 		names   []string // every one must appear in the error
 	}{
 		{"PING_INTERVAL unparsable", []string{"PING_INTERVAL=bogus"}, []string{"PING_INTERVAL"}},
+		{"OPERATOR_TOKEN short", []string{"OPERATOR_TOKEN=" + strings.Repeat("o", 31)}, []string{"OPERATOR_TOKEN"}},
+		{"OPERATOR_TOKEN equal to SERVICE_TOKEN", []string{"OPERATOR_TOKEN=" + strings.Repeat("s", 32), "SERVICE_TOKEN=" + strings.Repeat("s", 32)},
+			[]string{"OPERATOR_TOKEN", "SERVICE_TOKEN"}},
+		{"HEALTH_GAME_IDS unknown", []string{"HEALTH_GAME_IDS=private"}, []string{"HEALTH_GAME_IDS"}},
+		{"HEALTH_GAME_IDS in capitals", []string{"HEALTH_GAME_IDS=Operator"}, []string{"HEALTH_GAME_IDS"}},
+		{"HEALTH_GAME_IDS=operator without OPERATOR_TOKEN", []string{"HEALTH_GAME_IDS=operator"}, []string{"HEALTH_GAME_IDS", "OPERATOR_TOKEN"}},
 		{"PING_INTERVAL without unit", []string{"PING_INTERVAL=25"}, []string{"PING_INTERVAL"}},
 		{"PING_INTERVAL negative", []string{"PING_INTERVAL=-1s"}, []string{"PING_INTERVAL"}},
 		{"PING_INTERVAL zero", []string{"PING_INTERVAL=0"}, []string{"PING_INTERVAL"}},
