@@ -260,6 +260,7 @@ type server struct {
 	slots      chan struct{} // one token per session when MAX_SESSIONS is set
 	health     healthCache
 	hook       *webhook // nil without WEBHOOK_URL
+	met        *metrics
 
 	handlers   sync.WaitGroup // /ws handlers still running
 	draining   atomic.Bool    // set once shutdown begins
@@ -275,9 +276,11 @@ func newServer(cfg config, log zerolog.Logger) *server {
 	if cfg.webhookTarget != nil {
 		hook = newWebhook(cfg.webhookTarget, cfg.WebhookSecret, cfg.webhookTiming, log)
 	}
+	met := newMetrics()
 	s := &server{
 		cfg: cfg,
 		log: log,
+		met: met,
 		hub: newHub(hubConfig{
 			sessionTimeout: cfg.SessionTimeout,
 			expiryWarning:  cfg.ExpiryWarning,
@@ -295,10 +298,12 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			stateTimeouts:  cfg.stateTimeouts,
 			settingsTTL:    cfg.settingsTTL,
 			settingsMax:    cfg.settingsMax,
+			metrics:        met,
 		}, 1024),
 		hook:      hook,
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
+	met.watch(s.hub.askCounts, s.draining.Load, hook)
 	s.acceptOpts.OriginPatterns = originPatterns(cfg.AllowedOrigins)
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
@@ -343,6 +348,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.serveReady)
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /livez", serveLive)
+	mux.Handle("GET /metrics", s.met.handler()) // no token: aggregates only, label values from closed sets
 	mux.HandleFunc("GET /client/dugout.js", clientModule.serveModule)
 	mux.HandleFunc("GET /demo/{$}", demoPage.serveDemo)
 	if s.cfg.ServiceToken != "" {

@@ -135,7 +135,11 @@ func (s *server) checkRefresh(token string, user *int64) (int64, string) {
 // take up. It reports false once the hub has stopped. Runs on the reader.
 func (s *server) refreshToken(c *conn, cmd command) bool {
 	exp, reason := s.checkRefresh(cmd.token, c.userID)
-	if reason != "" {
+	if reason == "" {
+		reason = "refreshed" // verified here; the hub's taking it up is certain unless the conn is ending
+	}
+	s.met.refreshed(reason)
+	if reason != "refreshed" {
 		c.out.offer(encodeError(&protoError{code: codeInvalidToken, id: cmd.id, reason: reason,
 			message: "the token cannot replace this session's: " + reason}))
 		return true
