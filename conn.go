@@ -68,6 +68,9 @@ type conn struct {
 func (c *conn) stop(r closeReason) {
 	c.stopOnce.Do(func() {
 		c.reason = r
+		// Counted here, where the end is decided, before the peer or the room
+		// can hear of it: a scrape after either sees it.
+		c.met.closed(r)
 		c.out.discard()
 		if c.raw != nil { // the hub tests' conns have no socket
 			c.raw.ending()
@@ -177,12 +180,11 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 		ResumeWindowMS:   s.cfg.ResumeWindow.Milliseconds(),
 		TokenExp:         expJSON(exp),
 	})
+	s.met.frameSent(hello)
 	err = ws.Write(ctx, websocket.MessageText, hello)
 	cancel()
 	if err != nil {
 		c.stop(reasonDisconnected)
-	} else {
-		s.met.frameSent(hello)
 	}
 	return c, true
 }
@@ -203,7 +205,6 @@ func (s *server) serveConn(c *conn) {
 		c.writeLoop(s.cfg.PingInterval, s.cfg.PingTimeout)
 	}()
 	c.stop(s.readLoop(c))
-	s.met.closed(c.reason)
 	// The hub hears at once, not after the close handshake: until it does, the
 	// session is still in health and in its games, and is sent their frames.
 	s.hub.send(unregisterMsg{c: c, sid: c.sid, reason: c.reason})
@@ -490,11 +491,11 @@ func (c *conn) writeQueued(timeout time.Duration) {
 		if !ok {
 			return
 		}
+		c.met.frameSent(frame)
 		if err := c.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
 			c.writeFailed(err)
 			return
 		}
-		c.met.frameSent(frame)
 	}
 	if c.out.len() > 0 {
 		select {
@@ -549,11 +550,11 @@ func (c *conn) close(timeout time.Duration) {
 	// that neither reads nor answers is cut like one that misses a pong.
 	_ = c.raw.SetDeadline(time.Now().Add(timeout))
 	goodbye := encodeGoodbye(c.reason)
+	c.met.frameSent(goodbye)
 	if c.ws.Write(context.Background(), websocket.MessageText, goodbye) != nil {
 		_ = c.ws.CloseNow()
 		return
 	}
-	c.met.frameSent(goodbye)
 	_ = c.ws.Close(c.reason.code, c.reason.word)
 }
 

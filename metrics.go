@@ -105,8 +105,11 @@ const (
 var resumeResults = []string{resumeResumed, resumeTakeover, resumeUnknown, "expired", resumeUserMismatch,
 	resumeDisabled, resumeNotFirst, resumeInvalid}
 
+// refreshOK is the result of a refresh_token whose token was verified.
+const refreshOK = "refreshed"
+
 // refreshResults is the closed set of dugout_token_refreshes_total.
-var refreshResults = []string{"refreshed", tokenMalformed, tokenBadSignature, tokenExpired, tokenUserMismatch}
+var refreshResults = []string{refreshOK, tokenMalformed, tokenBadSignature, tokenExpired, tokenUserMismatch}
 
 // gameSizeBuckets are the spec's: the seats of a game, from a pair to a crowd.
 var gameSizeBuckets = []float64{1, 2, 3, 4, 6, 8, 12, 16, 25, 50, 100}
@@ -236,8 +239,11 @@ var (
 	codeMark   = []byte(`"data":{"code":"`)
 )
 
-// frameSent counts a frame written to a client, by its type and, for an
-// error, its code, read from the frame's first bytes without decoding it.
+// frameSent counts a frame handed to a client's socket, by its type and, for
+// an error, its code, read from the frame's first bytes without decoding it.
+// It is called just before the write, so that a client that has read a frame
+// finds it counted; a write that fails counts one frame too many, at a
+// connection's end.
 func (m *metrics) frameSent(frame []byte) {
 	if m == nil {
 		return

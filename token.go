@@ -136,10 +136,11 @@ func (s *server) checkRefresh(token string, user *int64) (int64, string) {
 func (s *server) refreshToken(c *conn, cmd command) bool {
 	exp, reason := s.checkRefresh(cmd.token, c.userID)
 	if reason == "" {
-		reason = "refreshed" // verified here; the hub's taking it up is certain unless the conn is ending
+		s.met.refreshed(refreshOK) // verified here: the hub takes it up unless the conn is ending
+	} else {
+		s.met.refreshed(reason)
 	}
-	s.met.refreshed(reason)
-	if reason != "refreshed" {
+	if reason != "" {
 		c.out.offer(encodeError(&protoError{code: codeInvalidToken, id: cmd.id, reason: reason,
 			message: "the token cannot replace this session's: " + reason}))
 		return true
