@@ -105,8 +105,10 @@ func (h *hub) retried(s *session, m commandMsg, now time.Time) bool {
 	case a == nil:
 		return false
 	case a.digest == m.digest && a.reply != nil:
+		h.cfg.metrics.duplicate()
 		h.deliver(s, withDup(a.reply))
 	case a.digest == m.digest:
+		h.cfg.metrics.duplicate()
 		event := encodeEvent(m.cmd, s.sid, s.userID, a.results)
 		h.deliver(s, withDup(withID(withOffset(event, a.offset), m.cmd.id)))
 	default:

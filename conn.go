@@ -40,6 +40,7 @@ type conn struct {
 	remote      string
 	connectedAt time.Time
 	cutAfter    time.Duration // how long a stopped conn's close may take before its socket is cut
+	met         *metrics      // nil counts nothing
 
 	// the hub and the reader push frames without waiting; only the writer pops.
 	out *sendQueue
@@ -67,6 +68,9 @@ type conn struct {
 func (c *conn) stop(r closeReason) {
 	c.stopOnce.Do(func() {
 		c.reason = r
+		// Counted here, where the end is decided, before the peer or the room
+		// can hear of it: a scrape after either sees it.
+		c.met.closed(r)
 		c.out.discard()
 		if c.raw != nil { // the hub tests' conns have no socket
 			c.raw.ending()
@@ -95,11 +99,13 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.handlers.Add(1)
 	defer s.handlers.Done()
 	if s.draining.Load() {
+		s.met.handshake(handshakeDraining)
 		s.refuseBusy(w, "server is shutting down")
 		return
 	}
 	userID, exp, err := s.authenticate(r)
 	if err != nil {
+		s.met.handshake(handshakeUnauthorized)
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused: bad token")
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
@@ -108,6 +114,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 		select {
 		case s.slots <- struct{}{}:
 		default:
+			s.met.handshake(handshakeBusy)
 			s.refuseBusy(w, "too many sessions")
 			return
 		}
@@ -125,7 +132,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 // session, which its token's exp (0 for none) governs.
 func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, exp int64) (*conn, bool) {
 	c := &conn{
-		sid: rand.Text(), userID: userID, tokenExp: exp, remote: r.RemoteAddr, cutAfter: s.cfg.PingTimeout,
+		sid: rand.Text(), userID: userID, tokenExp: exp, remote: r.RemoteAddr, cutAfter: s.cfg.PingTimeout, met: s.met,
 		out:  newSendQueue(s.cfg.SendQueueSize, s.cfg.SendQueueBytes),
 		quit: make(chan struct{}),
 		control: controlGuard{limiter: rate.NewLimiter(rate.Limit(2*s.cfg.RateLimit), 2*s.cfg.RateBurst),
@@ -138,6 +145,11 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 	opts.OnPongReceived = func(_ context.Context, payload []byte) { c.controlFrame(payload) }
 	ws, err := websocket.Accept(hj, r, &opts)
 	if err != nil {
+		if hj.status == http.StatusForbidden { // the library's answer to an Origin not allowed
+			s.met.handshake(handshakeForbiddenOrigin)
+		} else {
+			s.met.handshake(handshakeBadRequest)
+		}
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused")
 		return nil, false // Accept has written the status
 	}
@@ -147,9 +159,11 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 	token := rand.Text() // 130 random bits; only its hash is kept, and it is never logged
 	c.ws, c.raw, c.connectedAt, c.token = ws, hj.conn, time.Now(), hashToken(token)
 	if !s.hub.register(c) {
+		s.met.handshake(handshakeDraining) // the hub has stopped: the server is on its way out
 		_ = ws.Close(reasonShutdown.code, reasonShutdown.word)
 		return nil, false
 	}
+	s.met.handshake(handshakeAccepted)
 	// The session frame is written here, once the session exists (so a client
 	// that reads it finds itself in health) and before the writer starts:
 	// anything the hub queues meanwhile waits for the writer, so the session
@@ -157,7 +171,7 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 	// that an idle connection never grows. It fits any socket buffer; the
 	// deadline is for a broken peer, which then ends like any other.
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PingTimeout)
-	err = ws.Write(ctx, websocket.MessageText, encode("session", "", sessionData{
+	hello := encode("session", "", sessionData{
 		SID: c.sid, UserID: userID,
 		PingIntervalMS:   s.cfg.PingInterval.Milliseconds(),
 		SessionTimeoutMS: s.cfg.SessionTimeout.Milliseconds(),
@@ -165,7 +179,9 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 		ResumeToken:      token,
 		ResumeWindowMS:   s.cfg.ResumeWindow.Milliseconds(),
 		TokenExp:         expJSON(exp),
-	}))
+	})
+	s.met.frameSent(hello)
+	err = ws.Write(ctx, websocket.MessageText, hello)
 	cancel()
 	if err != nil {
 		c.stop(reasonDisconnected)
@@ -266,9 +282,11 @@ func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType,
 	st.first = false
 	c.raw.messageDone()
 	if typ != websocket.MessageText {
+		s.met.frameReceived(0, len(msg))
 		return reasonBinary, true
 	}
 	if !st.limiter.Allow() {
+		s.met.frameReceived(scanType(msg), len(msg))
 		if st.flood.refused(time.Now(), s.cfg.rateLimitGrace) {
 			return reasonFlood, true
 		}
@@ -277,9 +295,15 @@ func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType,
 	}
 	cmd, perr := decode(msg)
 	if perr != nil {
+		kind := scanType(msg) // the error path only: a valid frame's kind is decode's
+		s.met.frameReceived(kind, len(msg))
+		if kind == cmdResume {
+			s.met.resumed(resumeInvalid)
+		}
 		c.out.offer(encodeError(perr))
 		return closeReason{}, false
 	}
+	s.met.frameReceived(cmd.kind, len(msg))
 	if cmd.kind == cmdResume {
 		if !s.resume(c, cmd, first) {
 			return reasonShutdown, true
@@ -309,6 +333,7 @@ func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType,
 // reports false once the hub has stopped.
 func (s *server) resume(c *conn, cmd command, first bool) bool {
 	if !first {
+		s.met.resumed(resumeNotFirst)
 		c.out.offer(encodeError(&protoError{code: codeResumeFailed, id: cmd.id, reason: resumeNotFirst,
 			message: "resume must be the first frame a connection sends"}))
 		return true
@@ -466,6 +491,7 @@ func (c *conn) writeQueued(timeout time.Duration) {
 		if !ok {
 			return
 		}
+		c.met.frameSent(frame)
 		if err := c.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
 			c.writeFailed(err)
 			return
@@ -501,7 +527,13 @@ func (c *conn) ping(timeout time.Duration) {
 	defer c.pinging.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := c.ws.Ping(ctx); err != nil && ctx.Err() != nil {
+	sent := time.Now()
+	err := c.ws.Ping(ctx)
+	switch {
+	case err == nil:
+		c.met.pingRoundTrip(time.Since(sent))
+	case ctx.Err() != nil:
+		c.met.pongTimeout()
 		c.stop(reasonTimeout)
 		_ = c.raw.Close()
 	}
@@ -517,7 +549,9 @@ func (c *conn) close(timeout time.Duration) {
 	// The handshake gets timeout, not the library's own 5 s + 5 s: a peer
 	// that neither reads nor answers is cut like one that misses a pong.
 	_ = c.raw.SetDeadline(time.Now().Add(timeout))
-	if c.ws.Write(context.Background(), websocket.MessageText, encodeGoodbye(c.reason)) != nil {
+	goodbye := encodeGoodbye(c.reason)
+	c.met.frameSent(goodbye)
+	if c.ws.Write(context.Background(), websocket.MessageText, goodbye) != nil {
 		_ = c.ws.CloseNow()
 		return
 	}
@@ -545,6 +579,14 @@ type hijackRecorder struct {
 	budget    int64         // the meteredConn's budget
 	bandwidth *rate.Limiter // and its pacing
 	conn      *meteredConn
+	status    int // of a refused handshake, which the library answers itself
+}
+
+// WriteHeader remembers the status of a refused handshake, which tells the
+// handshakes counter an Origin refused from a malformed request.
+func (h *hijackRecorder) WriteHeader(status int) {
+	h.status = status
+	h.ResponseWriter.WriteHeader(status)
 }
 
 // Hijack hijacks the underlying connection and remembers it, metered.

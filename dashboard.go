@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The operator's dashboard (contract v2 §11): one page, its script and its
@@ -170,6 +168,3 @@ func finite(v float64) *float64 {
 	}
 	return &v
 }
-
-// emptyGatherer stands in for the registry until the metrics are wired in.
-var emptyGatherer prometheus.Gatherer = prometheus.NewRegistry()

@@ -25,6 +25,7 @@ type gameLog struct {
 	head   int
 	n      int
 	bytes  int
+	held   *int // the index's sum of every game's bytes, kept as the ring changes; nil for none
 }
 
 // newGameLog returns the log of a game that has just been created.
@@ -61,11 +62,17 @@ func (g *gameLog) keep(framed []byte) {
 	g.frames[(g.head+g.n)%len(g.frames)] = framed
 	g.n++
 	g.bytes += len(framed)
+	if g.held != nil {
+		*g.held += len(framed)
+	}
 }
 
 // dropOldest forgets the oldest event kept.
 func (g *gameLog) dropOldest() {
 	g.bytes -= len(g.frames[g.head])
+	if g.held != nil {
+		*g.held -= len(g.frames[g.head])
+	}
 	g.frames[g.head] = nil
 	g.head = (g.head + 1) % len(g.frames)
 	g.n--

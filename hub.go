@@ -98,6 +98,7 @@ type hubConfig struct {
 	stateTimeouts map[string]time.Duration
 	settingsTTL   time.Duration // seatless settings are kept this long; 0 means the contract's hour
 	settingsMax   int           // seatless settings kept at most; 0 means the contract's 100 000
+	metrics       *metrics      // counts what the hub does; nil counts nothing
 }
 
 // hubBatch bounds how many queued messages the hub handles per wake-up, so a
@@ -208,10 +209,17 @@ func (h *hub) stats(have uint64) (s stats, ok bool) {
 func (h *hub) run() {
 	defer close(h.done)
 	for {
+		// A turn is timed from the message that wakes the hub, not from the
+		// wait for it: the step histogram is how long the hub is busy.
+		var start time.Time
 		if !h.sweeping {
-			if !h.handle(<-h.inbox) {
+			m := <-h.inbox
+			start = time.Now()
+			if !h.handle(m) {
 				return
 			}
+		} else {
+			start = time.Now()
 		}
 	drain:
 		for range hubBatch {
@@ -228,6 +236,7 @@ func (h *hub) run() {
 			h.sweepSome()
 			h.dropSlow()
 		}
+		h.cfg.metrics.hubTurn(time.Since(start))
 	}
 }
 
@@ -262,6 +271,8 @@ func (h *hub) handle(m hubMsg) bool {
 		}
 	case statsRequest:
 		m.reply <- h.snapshot(m.have)
+	case countsRequest:
+		m.reply <- h.counts()
 	case gameUpdateMsg:
 		h.updateGame(m)
 	case gameQueryMsg:
@@ -350,6 +361,7 @@ func (h *hub) join(s *session, m commandMsg) []byte {
 	}
 	h.supersede(rivals, game, s)
 	if h.idx.join(s, game) {
+		h.cfg.metrics.joined(h.idx.seatsIn(game))
 		h.presence(game, s, m.note, m.others)
 		h.retimeSession(s, true)
 	}
@@ -442,6 +454,16 @@ func (h *hub) drop(s *session, presence string, r closeReason) {
 	h.stopWindow(s)
 	h.stopToken(s)
 	conn := s.conn
+	// Counted by cause: a slow consumer's games hear disconnected when it
+	// cannot go away (RESUME_WINDOW=0), but it ended as slow_consumer.
+	why := presence
+	if r.away != "" {
+		why = r.away
+	}
+	h.cfg.metrics.sessionEnded(why, 1)
+	if conn == nil {
+		h.cfg.metrics.away(time.Since(s.awaySince), false)
+	}
 	if presence != "" {
 		// Told before the seats go, so that a game's last member leaving is
 		// an event with an offset like any other (the webhook reports it).
@@ -562,9 +584,13 @@ func (h *hub) snapshot(have uint64) stats {
 // unregisters that follow find nothing. Runs on the hub goroutine.
 func (h *hub) shutdown() {
 	h.shutdownPresence()
+	h.cfg.metrics.sessionEnded("shutdown", len(h.idx.sessions))
 	for _, s := range h.idx.sessions {
 		h.stopWindow(s)
 		h.stopToken(s)
+		if s.conn == nil {
+			h.cfg.metrics.away(time.Since(s.awaySince), false)
+		}
 		if s.conn != nil {
 			// Each its own delay, so that the clients do not all come back at once.
 			s.conn.stop(reasonShutdown.withRetry(randDuration(h.cfg.retrySpread)))

@@ -269,8 +269,9 @@ type server struct {
 	jwtParser  *jwt.Parser
 	slots      chan struct{} // one token per session when MAX_SESSIONS is set
 	health     healthCache
-	hook       *webhook            // nil without WEBHOOK_URL
-	gatherer   prometheus.Gatherer // what /dashboard/data reads counters and histograms from
+	hook       *webhook // nil without WEBHOOK_URL
+	met        *metrics
+	gatherer   prometheus.Gatherer // what /dashboard/data reads counters and histograms from: met's registry
 	dashRing   readRing            // the dashboard's earlier readings, for rates
 
 	handlers   sync.WaitGroup // /ws handlers still running
@@ -287,9 +288,12 @@ func newServer(cfg config, log zerolog.Logger) *server {
 	if cfg.webhookTarget != nil {
 		hook = newWebhook(cfg.webhookTarget, cfg.WebhookSecret, cfg.webhookTiming, log)
 	}
+	met := newMetrics()
 	s := &server{
-		cfg: cfg,
-		log: log,
+		cfg:      cfg,
+		log:      log,
+		met:      met,
+		gatherer: met.reg,
 		hub: newHub(hubConfig{
 			sessionTimeout: cfg.SessionTimeout,
 			expiryWarning:  cfg.ExpiryWarning,
@@ -307,11 +311,12 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			stateTimeouts:  cfg.stateTimeouts,
 			settingsTTL:    cfg.settingsTTL,
 			settingsMax:    cfg.settingsMax,
+			metrics:        met,
 		}, 1024),
 		hook:      hook,
-		gatherer:  emptyGatherer,
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
+	met.watch(s.hub.askCounts, s.draining.Load, hook)
 	s.acceptOpts.OriginPatterns = originPatterns(cfg.AllowedOrigins)
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
@@ -356,6 +361,7 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.serveReady)
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /livez", serveLive)
+	mux.Handle("GET /metrics", s.met.handler()) // no token: aggregates only, label values from closed sets
 	mux.HandleFunc("GET /client/dugout.js", clientModule.serveModule)
 	mux.HandleFunc("GET /demo/{$}", demoPage.serveDemo)
 	s.dashboardRoutes(mux)

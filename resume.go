@@ -89,6 +89,7 @@ func (h *hub) resume(m resumeMsg) {
 		return
 	}
 	fail := func(reason, message string) {
+		h.cfg.metrics.resumed(reason)
 		h.refuse(fresh, encodeError(&protoError{code: codeResumeFailed, id: m.id, reason: reason, message: message}))
 		m.reply <- m.sid
 	}
@@ -112,9 +113,12 @@ func (h *hub) resume(m resumeMsg) {
 		h.stopWindow(s)
 		away = time.Since(s.awaySince)
 		h.idx.setBack(s, m.c)
+		h.cfg.metrics.resumed(resumeResumed)
+		h.cfg.metrics.away(away, true)
 	} else {
 		s.conn.stop(reasonTakenOver) // a half-open socket or a duplicated tab: the others hear nothing
 		s.conn = m.c
+		h.cfg.metrics.resumed(resumeTakeover)
 	}
 	games, replay := h.catchUp(s, m.req.games)
 	if wasAway {

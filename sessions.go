@@ -61,6 +61,9 @@ type index struct {
 	logs     map[uuid.UUID]*gameLog // every game in byGame has one, and no other
 	seats    *seatCounts            // byGame's sizes, in a form health can copy cheaply
 	away     int                    // sessions with no conn
+	// historyHeld is the bytes every game's history holds, summed as the
+	// rings change, so that the metrics never walk the games for it.
+	historyHeld int
 
 	// set at construction: the history each game keeps
 	historyFrames, historyBytes int
@@ -175,7 +178,9 @@ func (x *index) join(s *session, game uuid.UUID) bool {
 	if set == nil {
 		set = make(map[*session]struct{}, 4)
 		x.byGame[game] = set
-		x.logs[game] = newGameLog(x.historyFrames, x.historyBytes) // a new game: a new epoch
+		log := newGameLog(x.historyFrames, x.historyBytes) // a new game: a new epoch
+		log.held = &x.historyHeld
+		x.logs[game] = log
 		x.settings.seated(game, time.Now())
 	}
 	set[s] = struct{}{}
@@ -203,6 +208,7 @@ func (x *index) dropMember(game uuid.UUID, s *session) {
 	delete(set, s)
 	if len(set) == 0 {
 		delete(x.byGame, game)
+		x.historyHeld -= x.logs[game].bytes
 		delete(x.logs, game) // its history dies with its last seat
 		x.settings.emptied(game, time.Now())
 	}

@@ -135,6 +135,11 @@ func (s *server) checkRefresh(token string, user *int64) (int64, string) {
 // take up. It reports false once the hub has stopped. Runs on the reader.
 func (s *server) refreshToken(c *conn, cmd command) bool {
 	exp, reason := s.checkRefresh(cmd.token, c.userID)
+	if reason == "" {
+		s.met.refreshed(refreshOK) // verified here: the hub takes it up unless the conn is ending
+	} else {
+		s.met.refreshed(reason)
+	}
 	if reason != "" {
 		c.out.offer(encodeError(&protoError{code: codeInvalidToken, id: cmd.id, reason: reason,
 			message: "the token cannot replace this session's: " + reason}))

@@ -128,6 +128,7 @@ type webhook struct {
 
 	// counters for operators (logged as they change; metrics will read them)
 	delivered atomic.Uint64 // events a receiver accepted
+	posted    atomic.Uint64 // POSTs a receiver accepted
 	dropped   atomic.Uint64 // events lost: the queue's bound, a batch out of retries, the shutdown deadline
 	failures  atomic.Uint64 // POST attempts that failed
 	abandoned atomic.Uint64 // batches dropped when their retry budget ran out

@@ -84,6 +84,7 @@ func (w *webhook) deliver(batch []presenceEvent) {
 		err := w.post(body)
 		if err == nil {
 			w.delivered.Add(uint64(len(batch)))
+			w.posted.Add(1)
 			if attempt > 0 {
 				w.log.Info().Int("attempts", attempt+1).Int("events", len(batch)).Msg("webhook batch delivered after retries")
 			}
