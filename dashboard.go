@@ -59,8 +59,8 @@ type dashboardData struct {
 	WindowSeconds *float64                `json:"window_seconds"`
 	FramesIn      counterValue            `json:"frames_in"`
 	FramesOut     counterValue            `json:"frames_out"`
-	Closes        map[string]counterValue `json:"closes"`  // by "<code> <reason>"
-	Resumes       map[string]counterValue `json:"resumes"` // by result
+	Closes        map[string]counterValue `json:"closes"`  // by "<code> <reason>", those with a total above 0
+	Resumes       map[string]counterValue `json:"resumes"` // by result, those with a total above 0
 	PingRTT       quantiles               `json:"ping_rtt_seconds"`
 	HubStep       quantiles               `json:"hub_step_seconds"`
 	TopGames      *[]topGame              `json:"top_games,omitempty"` // with the operator token only
@@ -138,7 +138,10 @@ func (r *readRing) fill(d *dashboardData, cur reading) {
 	}
 	d.FramesIn, d.FramesOut = value(famFramesIn), value(famFramesOut)
 	d.Closes, d.Resumes = map[string]counterValue{}, map[string]counterValue{}
-	for key := range cur.counters {
+	for key, total := range cur.counters {
+		if total == 0 {
+			continue // every label value is registered up front: a reason never seen is left out
+		}
 		family, label, _ := strings.Cut(key, "\x00")
 		switch family {
 		case famCloses:

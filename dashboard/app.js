@@ -39,8 +39,8 @@ const CHARTS = [
   { id: 'frames', title: 'Frames per second', fmt: rate, series: [
     { name: 'in', get: (d) => d.frames_in?.per_second ?? null }, { name: 'out', get: (d) => d.frames_out?.per_second ?? null }] },
   { id: 'ping', title: 'Ping round trip', fmt: seconds, series: quantileSeries('ping_rtt_seconds') },
-  { id: 'closes', title: 'Closes by reason', fmt: perMin, series: labelledSeries('closes'), empty: 'no close yet' },
-  { id: 'resumes', title: 'Resumes by result', fmt: perMin, series: labelledSeries('resumes'), empty: 'no resume yet' },
+  { id: 'closes', title: 'Closes by reason', fmt: perMin, series: labelledSeries('closes'), breakdown: true, empty: 'no close yet' },
+  { id: 'resumes', title: 'Resumes by result', fmt: perMin, series: labelledSeries('resumes'), breakdown: true, empty: 'no resume yet' },
   { id: 'hubstep', title: 'Hub step time', fmt: seconds, series: quantileSeries('hub_step_seconds') },
 ];
 
@@ -67,12 +67,15 @@ function buildCharts() {
     const now = el('div', 'now');
     c.valueEl = el('span', 'value', '–');
     c.unitEl = el('span', 'unit', '');
-    now.append(c.valueEl, c.unitEl);
+    const figure = el('span');
+    figure.append(c.valueEl, c.unitEl);
+    c.maxEl = el('span', 'ymax', '');
+    now.append(figure, c.maxEl);
     c.svg = svgEl('svg', { viewBox: '0 0 300 100', preserveAspectRatio: 'none', role: 'img', 'aria-label': c.title });
     for (const y of [0, 50, 100]) c.svg.append(svgEl('line', { class: 'grid', x1: 0, x2: 300, y1: y, y2: y }));
     const axis = el('div', 'axis');
-    c.maxEl = el('span', '', '');
-    axis.append(c.maxEl, el('span', '', '−5 min'), el('span', '', 'now'));
+    c.spanEl = el('span', '', '');
+    axis.append(c.spanEl, el('span', '', 'now'));
     c.legendEl = el('ul', 'legend');
     card.append(now, c.svg, axis, c.legendEl);
     c.card = card;
@@ -82,8 +85,12 @@ function buildCharts() {
 
 // draw redraws every chart from history.
 function draw() {
+  // The x axis spans the readings there are, up to five minutes, so that a
+  // page opened a minute ago does not squeeze its minute into a corner.
   const tEnd = history.at(-1).t;
-  const tStart = tEnd - (KEEP - 1) * POLL_MS;
+  const tStart = Math.max(history[0].t, tEnd - (KEEP - 1) * POLL_MS);
+  const span = Math.round((tEnd - tStart) / 1000);
+  const spanText = span >= 120 ? '−' + Math.round(span / 60) + ' min' : '−' + span + ' s';
   for (const c of CHARTS) {
     const series = typeof c.series === 'function' ? c.series() : c.series;
     let top = 0;
@@ -104,16 +111,23 @@ function draw() {
       c.svg.append(svgEl('path', { class: 's' + (i % 8), d, 'data-series': s.name }));
     });
     const last = history.at(-1).data;
-    const first = series[0] ? series[0].get(last) : null;
+    // The big figure: a breakdown's sum (all closes, all resumes), else the first series.
+    let first = series[0] ? series[0].get(last) : null;
+    let label = series.length > 1 ? series[0].name : '';
+    if (c.breakdown) {
+      first = series.reduce((sum, s) => sum + (s.get(last) ?? 0), 0);
+      label = 'all';
+    }
     const [num, unit] = first === null || first === undefined ? ['–', ''] : c.fmt(first);
     c.valueEl.textContent = num;
-    c.unitEl.textContent = series.length > 1 ? unit + ' ' + series[0].name : unit;
-    c.maxEl.textContent = top > 0 ? 'max ' + c.fmt(top).join(' ') : '';
+    c.unitEl.textContent = label ? unit + ' ' + label : unit;
+    c.spanEl.textContent = span > 0 ? spanText : '';
+    c.maxEl.textContent = top > 0 ? 'scale ' + c.fmt(top).join(' ') : '';
     c.legendEl.replaceChildren(...series.map((s, i) => {
       const li = el('li');
       const v = s.get(last);
       const shown = v === null || v === undefined ? '–' : c.fmt(v).join(' ');
-      li.append(el('i', 's' + (i % 8)), s.name + ' ' + shown + (s.total ? ' · ' + s.total(last) + ' total' : ''));
+      li.append(el('i', 's' + (i % 8)), s.name + ' ' + shown + (s.total ? ' · ' + s.total(last) + ' in all' : ''));
       return li;
     }));
     if (series.length === 0) c.legendEl.append(el('li', 'none', c.empty ?? 'no data'));
