@@ -45,9 +45,11 @@ type benchHub struct {
 	conns []*conn
 }
 
-// newBenchHub registers n sessions, all active at now.
+// newBenchHub registers n sessions, all active at now, on a hub that counts
+// what it does, as the server's does.
 func newBenchHub(b *testing.B, n int, cfg hubConfig, now time.Time) *benchHub {
 	b.Helper()
+	cfg.metrics = newMetrics()
 	bh := &benchHub{h: newHub(cfg, 1)}
 	for i := range n {
 		c := &conn{sid: fmt.Sprintf("s%07d", i), out: newSendQueue(8, testQueueBytes), quit: make(chan struct{})}
@@ -59,11 +61,12 @@ func newBenchHub(b *testing.B, n int, cfg hubConfig, now time.Time) *benchHub {
 	return bh
 }
 
-// drain empties every member's queue so that nobody becomes a slow consumer.
+// drain empties every member's queue so that nobody becomes a slow consumer,
+// counting each frame as its writer would.
 func (bh *benchHub) drain(conns []*conn) {
 	for _, c := range conns {
 		for c.out.len() > 0 {
-			c.out.next()
+			bh.h.cfg.metrics.frameSent(c.out.next())
 		}
 	}
 }
@@ -106,6 +109,7 @@ func BenchmarkRelayWithEncode(b *testing.B) {
 		if perr != nil {
 			b.Fatal(perr)
 		}
+		bh.h.cfg.metrics.frameReceived(cmd.kind, len(frame)) // as the reader counts it
 		bh.h.handle(prepare(sender, cmd, nil))
 		bh.drain(bh.conns)
 	}
@@ -342,4 +346,46 @@ func BenchmarkNonReader(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(peak), "B/member")
+}
+
+// BenchmarkHubTurn measures one turn of the running hub loop, a request and
+// its reply, with the turn timed and observed (metrics) and without: the
+// difference is what timing the hub's steps costs.
+func BenchmarkHubTurn(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		m    *metrics
+	}{{"metrics", newMetrics()}, {"none", nil}} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := newHub(hubConfig{maxGames: 16, maxSeats: 100, metrics: tc.m}, 1)
+			go h.run()
+			defer func() { h.send(shutdownMsg{}); <-h.done }()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.askCounts()
+			}
+		})
+	}
+}
+
+// BenchmarkTurnTiming measures what the hub loop adds per turn: two clock
+// readings and one histogram observation.
+func BenchmarkTurnTiming(b *testing.B) {
+	m := newMetrics()
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		m.hubTurn(time.Since(start))
+	}
+}
+
+// BenchmarkFrameSent measures the writer's counting of one frame: its type
+// read from its first bytes, two atomic adds.
+func BenchmarkFrameSent(b *testing.B) {
+	m := newMetrics()
+	frame := withID(encodeEvent(command{kind: cmdDefensive, decision: []byte(`{"seq":1}`)}, "s", nil, nil), "d1")
+	b.ReportAllocs()
+	for b.Loop() {
+		m.frameSent(frame)
+	}
 }

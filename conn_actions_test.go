@@ -46,6 +46,7 @@ type rsClient struct {
 	t       *testing.T
 	ws      *websocket.Conn
 	session rsSessionData
+	hello   []byte // the session frame as received
 	frames  chan rsFrame
 	start   chan struct{}   // closed to start reading, for a client dialled on hold
 	done    chan struct{}   // closed when the read loop has returned
@@ -91,7 +92,7 @@ func rsAttach(t *testing.T, ws *websocket.Conn) *rsClient {
 		_ = ws.CloseNow()
 		t.Fatalf("first frame %s (%v), want session", b, err)
 	}
-	c := &rsClient{t: t, ws: ws, games: map[string]bool{}, frames: make(chan rsFrame, 1<<12), start: make(chan struct{}), done: make(chan struct{})}
+	c := &rsClient{t: t, ws: ws, hello: b, games: map[string]bool{}, frames: make(chan rsFrame, 1<<12), start: make(chan struct{}), done: make(chan struct{})}
 	e2eWire(t, f, &c.session, "sid", "user_id", "ping_interval_ms", "session_timeout_ms", "protocol", "resume_token", "resume_window_ms", "token_exp")
 	rctx, stop := context.WithCancel(context.Background())
 	go func() {

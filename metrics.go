@@ -199,12 +199,20 @@ func closeSeries(v *prometheus.CounterVec) map[closeKey]prometheus.Counter {
 	return out
 }
 
+// closeCodeLabels spells each named close code once: strconv would
+// allocate a string per close.
+var closeCodeLabels = func() map[websocket.StatusCode]string {
+	out := make(map[websocket.StatusCode]string, len(closeCodes))
+	for _, c := range closeCodes {
+		out[c] = strconv.Itoa(int(c))
+	}
+	return out
+}()
+
 // closeCodeLabel is code's label value: itself when named, else "other".
 func closeCodeLabel(code websocket.StatusCode) string {
-	for _, c := range closeCodes {
-		if c == code {
-			return strconv.Itoa(int(c))
-		}
+	if label, ok := closeCodeLabels[code]; ok {
+		return label
 	}
 	return "other"
 }

@@ -73,6 +73,13 @@ func checkIndex(t testing.TB, x *index) {
 			}
 		}
 	}
+	held := 0
+	for _, log := range x.logs {
+		held += log.bytes
+	}
+	if held != x.historyHeld {
+		t.Errorf("the index counts %d bytes of history; its games hold %d", x.historyHeld, held)
+	}
 	checkIndexIdleList(t, x)
 }
 
