@@ -56,18 +56,18 @@ type dashboardData struct {
 	Games             int `json:"games"`
 	// from the registry; null rates and the whole history in the quantiles
 	// until there is an earlier reading to compare with
-	WindowSeconds *float64                `json:"window_seconds"`
-	FramesIn      counterValue            `json:"frames_in"`
-	FramesOut     counterValue            `json:"frames_out"`
-	Closes        map[string]counterValue `json:"closes"`  // by "<code> <reason>", those with a total above 0
-	Resumes       map[string]counterValue `json:"resumes"` // by result, those with a total above 0
-	PingRTT       quantiles               `json:"ping_rtt_seconds"`
-	HubStep       quantiles               `json:"hub_step_seconds"`
-	TopGames      *[]topGame              `json:"top_games,omitempty"` // with the operator token only
+	WindowSeconds *float64               `json:"window_seconds"`
+	FramesIn      dashCounter            `json:"frames_in"`
+	FramesOut     dashCounter            `json:"frames_out"`
+	Closes        map[string]dashCounter `json:"closes"`  // by "<code> <reason>", those with a total above 0
+	Resumes       map[string]dashCounter `json:"resumes"` // by result, those with a total above 0
+	PingRTT       quantiles              `json:"ping_rtt_seconds"`
+	HubStep       quantiles              `json:"hub_step_seconds"`
+	TopGames      *[]topGame             `json:"top_games,omitempty"` // with the operator token only
 }
 
-// counterValue is a counter's total and its rate over the window.
-type counterValue struct {
+// dashCounter is a counter's total and its rate over the window.
+type dashCounter struct {
 	Total     float64  `json:"total"`
 	PerSecond *float64 `json:"per_second"`
 }
@@ -128,8 +128,8 @@ func (r *readRing) fill(d *dashboardData, cur reading) {
 		span = cur.at.Sub(base.at).Seconds()
 		d.WindowSeconds = &span
 	}
-	value := func(key string) counterValue {
-		v := counterValue{Total: cur.counters[key]}
+	value := func(key string) dashCounter {
+		v := dashCounter{Total: cur.counters[key]}
 		if ok && span > 0 {
 			rate := max(0, v.Total-base.counters[key]) / span // a restart's drop is no negative rate
 			v.PerSecond = &rate
@@ -137,7 +137,7 @@ func (r *readRing) fill(d *dashboardData, cur reading) {
 		return v
 	}
 	d.FramesIn, d.FramesOut = value(famFramesIn), value(famFramesOut)
-	d.Closes, d.Resumes = map[string]counterValue{}, map[string]counterValue{}
+	d.Closes, d.Resumes = map[string]dashCounter{}, map[string]dashCounter{}
 	for key, total := range cur.counters {
 		if total == 0 {
 			continue // every label value is registered up front: a reason never seen is left out
