@@ -29,9 +29,9 @@ type metrics struct {
 	handshakes  [handshakeResults]prometheus.Counter
 	sessionEnds map[string]prometheus.Counter // by why the session ended
 	closes      map[closeKey]prometheus.Counter
-	received    [cmdRefresh + 1]prometheus.Counter // by cmdKind; 0 is unknown
+	received    [cmdRefresh + 1]prometheus.Counter            // by cmdKind; 0 is unknown
 	sent        [len(serverFrameTypes) + 1]prometheus.Counter // by serverFrame; the last is unknown
-	errors      map[string]prometheus.Counter      // by error code
+	errors      map[string]prometheus.Counter                 // by error code
 	resumes     map[string]prometheus.Counter
 	refreshes   map[string]prometheus.Counter
 
