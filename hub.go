@@ -578,7 +578,7 @@ func (h *hub) snapshot(have uint64) stats {
 // unregisters that follow find nothing. Runs on the hub goroutine.
 func (h *hub) shutdown() {
 	h.shutdownPresence()
-	h.cfg.metrics.sessionEnded("shutdown", len(h.idx.sessions))
+	h.cfg.metrics.sessionEnded(reasonShutdown.word, len(h.idx.sessions))
 	for _, s := range h.idx.sessions {
 		h.stopWindow(s)
 		h.stopToken(s)

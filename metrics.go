@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"strconv"
 	"time"
 
@@ -62,7 +61,7 @@ var handshakeLabels = [handshakeResults]string{"accepted", "unauthorized", "forb
 // counts each ended session under the reason its games hear it left for
 // (or, for a loss, the reason it went away for), or shutdown.
 var sessionEndReasons = []string{presenceLeft, presenceDisconnected, presenceTimeout, presenceExpired,
-	presenceSlowConsumer, presenceTokenExpired, presenceKicked, presenceSuperseded, "shutdown", "taken_over", "unknown"}
+	presenceSlowConsumer, presenceTokenExpired, presenceKicked, presenceSuperseded, reasonShutdown.word, reasonTakenOver.word, "unknown"}
 
 // closeCodes are the close codes the closes counter names; any other is "other".
 var closeCodes = []websocket.StatusCode{1000, 1001, 1003, 1008, 1009, 1011, 4000, 4001, 4002}
@@ -88,45 +87,6 @@ var clientFrameTypes = func() [cmdRefresh + 1]string {
 var serverFrameTypes = [...]string{"session", "goodbye", "error", "heartbeat_ack", "presence", "game_joined", "game_left",
 	"game_updated", "resumed", "session_expiring", "token_expiring", "token_refreshed",
 	"defensive_decision", "offensive_decision", "dice_rolled"}
-
-// serverFrame numbers a server frame type as serverFrameTypes lists it, and
-// any other as len(serverFrameTypes). A switch, not a map: the writer counts
-// every frame, and this costs it a third of a map lookup.
-func serverFrame(typ []byte) int {
-	switch string(typ) {
-	case "session":
-		return 0
-	case "goodbye":
-		return 1
-	case "error":
-		return 2
-	case "heartbeat_ack":
-		return 3
-	case "presence":
-		return 4
-	case "game_joined":
-		return 5
-	case "game_left":
-		return 6
-	case "game_updated":
-		return 7
-	case "resumed":
-		return 8
-	case "session_expiring":
-		return 9
-	case "token_expiring":
-		return 10
-	case "token_refreshed":
-		return 11
-	case "defensive_decision":
-		return 12
-	case "offensive_decision":
-		return 13
-	case "dice_rolled":
-		return 14
-	}
-	return len(serverFrameTypes)
-}
 
 // errorCodes is every code of an error frame.
 var errorCodes = []string{codeInvalidJSON, codeInvalidMessage, codeUnknownType, codeInvalidGameID, codeNotInGame,
@@ -278,75 +238,6 @@ func (m *metrics) frameReceived(kind cmdKind, n int) {
 	m.receivedBytes.Add(float64(n))
 }
 
-// Where a server frame names its type and an error frame its code. Every
-// frame starts {"type":"…" (encode puts the type first), or {"dup":true,"type":"…"
-// for a remembered reply. The id that may come before an error's data is
-// JSON-escaped, so a quote inside it is always preceded by a backslash and
-// the first `"data":{"code":"` is the real one.
-var (
-	dupPrefix  = []byte(`{"dup":true,`)
-	typePrefix = []byte(`"type":"`)
-	codeMark   = []byte(`"data":{"code":"`)
-)
-
-// frameSent counts a frame handed to a client's socket, by its type and, for
-// an error, its code, read from the frame's first bytes without decoding it.
-// It is called just before the write, so that a client that has read a frame
-// finds it counted; a write that fails counts one frame too many, at a
-// connection's end.
-func (m *metrics) frameSent(frame []byte) {
-	if m == nil {
-		return
-	}
-	m.sentBytes.Add(float64(len(frame)))
-	typ := frameType(frame)
-	m.sent[serverFrame(typ)].Inc()
-	if string(typ) == "error" {
-		code := quotedAfter(frame, codeMark)
-		c := m.errors[string(code)] // a []byte-to-string map key does not allocate
-		if c == nil {
-			c = m.errors["unknown"]
-		}
-		c.Inc()
-	}
-}
-
-// frameType returns the type a server frame starts with, or nil.
-func frameType(frame []byte) []byte {
-	switch {
-	case bytes.HasPrefix(frame, dupPrefix):
-		frame = frame[len(dupPrefix):]
-	case len(frame) > 0 && frame[0] == '{':
-		frame = frame[1:]
-	default:
-		return nil
-	}
-	if !bytes.HasPrefix(frame, typePrefix) {
-		return nil
-	}
-	frame = frame[len(typePrefix):]
-	end := bytes.IndexByte(frame, '"')
-	if end < 0 {
-		return nil
-	}
-	return frame[:end]
-}
-
-// quotedAfter returns the bytes after the first mark in b up to the next
-// quote, or nil. Type names and error codes hold no escapes.
-func quotedAfter(b, mark []byte) []byte {
-	i := bytes.Index(b, mark)
-	if i < 0 {
-		return nil
-	}
-	b = b[i+len(mark):]
-	end := bytes.IndexByte(b, '"')
-	if end < 0 {
-		return nil
-	}
-	return b[:end]
-}
-
 // closed counts a connection that ended for r.
 func (m *metrics) closed(r closeReason) {
 	if m == nil {
@@ -440,34 +331,5 @@ func (m *metrics) away(d time.Duration, back bool) {
 func (m *metrics) joined(seats int) {
 	if m != nil {
 		m.gameSize.Observe(float64(seats))
-	}
-}
-
-// typeKey is the key scanType looks for.
-var typeKey = []byte(`"type"`)
-
-// scanType finds the kind of a frame that was refused or did not decode, the
-// way scanID finds its id: a bounded scan, so that counting a bad frame costs
-// no decode. 0 when the type is missing, unknown or not a plain string.
-func scanType(msg []byte) cmdKind {
-	sc := idScanner{b: msg[:min(len(msg), idScanLimit)]}
-	if !sc.expect('{') {
-		return 0
-	}
-	for {
-		key, ok := sc.str()
-		if !ok || !sc.expect(':') {
-			return 0
-		}
-		if bytes.EqualFold(key, typeKey) {
-			raw, ok := sc.str()
-			if !ok {
-				return 0
-			}
-			return clientTypes[string(raw[1:len(raw)-1])]
-		}
-		if !sc.skipValue() || !sc.expect(',') {
-			return 0
-		}
 	}
 }
