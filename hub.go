@@ -582,12 +582,11 @@ func (h *hub) shutdown() {
 	for _, s := range h.idx.sessions {
 		h.stopWindow(s)
 		h.stopToken(s)
-		if s.conn == nil {
-			h.cfg.metrics.away(time.Since(s.awaySince), false)
-		}
 		if s.conn != nil {
 			// Each its own delay, so that the clients do not all come back at once.
 			s.conn.stop(reasonShutdown.withRetry(randDuration(h.cfg.retrySpread)))
+		} else {
+			h.cfg.metrics.away(time.Since(s.awaySince), false) // its window ends here
 		}
 	}
 	h.idx = h.newIndex()
