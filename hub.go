@@ -584,16 +584,15 @@ func (h *hub) snapshot(have uint64) stats {
 // unregisters that follow find nothing. Runs on the hub goroutine.
 func (h *hub) shutdown() {
 	h.shutdownPresence()
-	h.cfg.metrics.sessionEnded("shutdown", len(h.idx.sessions))
+	h.cfg.metrics.sessionEnded(reasonShutdown.word, len(h.idx.sessions))
 	for _, s := range h.idx.sessions {
 		h.stopWindow(s)
 		h.stopToken(s)
-		if s.conn == nil {
-			h.cfg.metrics.away(time.Since(s.awaySince), false)
-		}
 		if s.conn != nil {
 			// Each its own delay, so that the clients do not all come back at once.
 			s.conn.stop(reasonShutdown.withRetry(randDuration(h.cfg.retrySpread)))
+		} else {
+			h.cfg.metrics.away(time.Since(s.awaySince), false) // its window ends here
 		}
 	}
 	h.idx = h.newIndex()

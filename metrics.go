@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"strconv"
 	"time"
 
@@ -29,9 +28,9 @@ type metrics struct {
 	handshakes  [handshakeResults]prometheus.Counter
 	sessionEnds map[string]prometheus.Counter // by why the session ended
 	closes      map[closeKey]prometheus.Counter
-	received    [cmdRefresh + 1]prometheus.Counter // by cmdKind; 0 is unknown
-	sent        map[string]prometheus.Counter      // by server frame type
-	errors      map[string]prometheus.Counter      // by error code
+	received    [cmdRefresh + 1]prometheus.Counter            // by cmdKind; 0 is unknown
+	sent        [len(serverFrameTypes) + 1]prometheus.Counter // by serverFrame; the last is unknown
+	errors      map[string]prometheus.Counter                 // by error code
 	resumes     map[string]prometheus.Counter
 	refreshes   map[string]prometheus.Counter
 
@@ -62,7 +61,7 @@ var handshakeLabels = [handshakeResults]string{"accepted", "unauthorized", "forb
 // counts each ended session under the reason its games hear it left for
 // (or, for a loss, the reason it went away for), or shutdown.
 var sessionEndReasons = []string{presenceLeft, presenceDisconnected, presenceTimeout, presenceExpired,
-	presenceSlowConsumer, presenceTokenExpired, presenceKicked, presenceSuperseded, "shutdown", "taken_over", "unknown"}
+	presenceSlowConsumer, presenceTokenExpired, presenceKicked, presenceSuperseded, reasonShutdown.word, reasonTakenOver.word, "unknown"}
 
 // closeCodes are the close codes the closes counter names; any other is "other".
 var closeCodes = []websocket.StatusCode{1000, 1001, 1003, 1008, 1009, 1011, 4000, 4001, 4002}
@@ -83,8 +82,9 @@ var clientFrameTypes = func() [cmdRefresh + 1]string {
 	return names
 }()
 
-// serverFrameTypes is every type of frame the server writes.
-var serverFrameTypes = []string{"session", "goodbye", "error", "heartbeat_ack", "presence", "game_joined", "game_left",
+// serverFrameTypes is every type of frame the server writes, in the order
+// serverFrame numbers them.
+var serverFrameTypes = [...]string{"session", "goodbye", "error", "heartbeat_ack", "presence", "game_joined", "game_left",
 	"game_updated", "resumed", "session_expiring", "token_expiring", "token_refreshed",
 	"defensive_decision", "offensive_decision", "dice_rolled"}
 
@@ -153,8 +153,10 @@ func newMetrics() *metrics {
 	for kind, name := range clientFrameTypes {
 		m.received[kind] = rx.WithLabelValues(name)
 	}
-	m.sent = byLabel(vec("dugout_frames_sent_total", "Server frames written, by frame type.", "type"),
-		append(serverFrameTypes[:len(serverFrameTypes):len(serverFrameTypes)], "unknown"))
+	tx := vec("dugout_frames_sent_total", "Server frames written, by frame type.", "type")
+	for i, name := range append(serverFrameTypes[:], "unknown") {
+		m.sent[i] = tx.WithLabelValues(name)
+	}
 	m.errors = byLabel(vec("dugout_errors_sent_total", "Error frames written, by error code.", "code"),
 		append(errorCodes[:len(errorCodes):len(errorCodes)], "unknown"))
 	m.resumes = byLabel(vec("dugout_resumes_total", "Resume requests, by result.", "result"), resumeResults)
@@ -234,73 +236,6 @@ func (m *metrics) frameReceived(kind cmdKind, n int) {
 	}
 	m.received[kind].Inc()
 	m.receivedBytes.Add(float64(n))
-}
-
-// Where a server frame names its type and an error frame its code. Every
-// frame starts {"type":"…" (encode puts the type first), or {"dup":true,"type":"…"
-// for a remembered reply. The id that may come before an error's data is
-// JSON-escaped, so a quote inside it is always preceded by a backslash and
-// the first `"data":{"code":"` is the real one.
-var (
-	dupPrefix  = []byte(`{"dup":true,`)
-	typePrefix = []byte(`"type":"`)
-	codeMark   = []byte(`"data":{"code":"`)
-)
-
-// frameSent counts a frame handed to a client's socket, by its type and, for
-// an error, its code, read from the frame's first bytes without decoding it.
-// It is called just before the write, so that a client that has read a frame
-// finds it counted; a write that fails counts one frame too many, at a
-// connection's end.
-func (m *metrics) frameSent(frame []byte) {
-	if m == nil {
-		return
-	}
-	m.sentBytes.Add(float64(len(frame)))
-	typ := frameType(frame)
-	c := m.sent[string(typ)] // a []byte-to-string map key does not allocate
-	if c == nil {
-		c = m.sent["unknown"]
-	}
-	c.Inc()
-	if string(typ) == "error" {
-		code := quotedAfter(frame, codeMark)
-		if c = m.errors[string(code)]; c == nil {
-			c = m.errors["unknown"]
-		}
-		c.Inc()
-	}
-}
-
-// frameType returns the type a server frame starts with, or nil.
-func frameType(frame []byte) []byte {
-	switch {
-	case bytes.HasPrefix(frame, dupPrefix):
-		frame = frame[len(dupPrefix):]
-	case len(frame) > 0 && frame[0] == '{':
-		frame = frame[1:]
-	default:
-		return nil
-	}
-	if !bytes.HasPrefix(frame, typePrefix) {
-		return nil
-	}
-	return quotedAfter(frame, typePrefix)
-}
-
-// quotedAfter returns the bytes after the first mark in b up to the next
-// quote, or nil. Type names and error codes hold no escapes.
-func quotedAfter(b, mark []byte) []byte {
-	i := bytes.Index(b, mark)
-	if i < 0 {
-		return nil
-	}
-	b = b[i+len(mark):]
-	end := bytes.IndexByte(b, '"')
-	if end < 0 {
-		return nil
-	}
-	return b[:end]
 }
 
 // closed counts a connection that ended for r.
@@ -396,34 +331,5 @@ func (m *metrics) away(d time.Duration, back bool) {
 func (m *metrics) joined(seats int) {
 	if m != nil {
 		m.gameSize.Observe(float64(seats))
-	}
-}
-
-// typeKey is the key scanType looks for.
-var typeKey = []byte(`"type"`)
-
-// scanType finds the kind of a frame that was refused or did not decode, the
-// way scanID finds its id: a bounded scan, so that counting a bad frame costs
-// no decode. 0 when the type is missing, unknown or not a plain string.
-func scanType(msg []byte) cmdKind {
-	sc := idScanner{b: msg[:min(len(msg), idScanLimit)]}
-	if !sc.expect('{') {
-		return 0
-	}
-	for {
-		key, ok := sc.str()
-		if !ok || !sc.expect(':') {
-			return 0
-		}
-		if bytes.EqualFold(key, typeKey) {
-			raw, ok := sc.str()
-			if !ok {
-				return 0
-			}
-			return clientTypes[string(raw[1:len(raw)-1])]
-		}
-		if !sc.skipValue() || !sc.expect(',') {
-			return 0
-		}
 	}
 }

@@ -50,15 +50,27 @@ func TestFrameSentCountsEveryEncoder(t *testing.T) {
 		m.frameSent(f)
 	}
 	for _, typ := range []string{"error", "heartbeat_ack", "goodbye", "game_joined", "token_refreshed", "dice_rolled"} {
-		if n := counterValue(t, m.sent[typ]); n != 1 {
+		if n := counterValue(t, m.sent[serverFrame([]byte(typ))]); n != 1 {
 			t.Errorf("sent %s = %v, want 1", typ, n)
 		}
 	}
 	if n := counterValue(t, m.errors[codeNotInGame]); n != 1 {
 		t.Errorf("errors not_in_game = %v, want 1 (an id that looks like a code must not fool it)", n)
 	}
-	if n := counterValue(t, m.sent["unknown"]) + counterValue(t, m.errors["unknown"]); n != 0 {
+	if n := counterValue(t, m.sent[len(serverFrameTypes)]) + counterValue(t, m.errors["unknown"]); n != 0 {
 		t.Errorf("%v frames counted unknown", n)
+	}
+}
+
+// TestServerFrameNumbers: serverFrame's switch and serverFrameTypes agree.
+func TestServerFrameNumbers(t *testing.T) {
+	for i, name := range serverFrameTypes {
+		if got := serverFrame([]byte(name)); got != i {
+			t.Errorf("serverFrame(%q) = %d, want %d", name, got, i)
+		}
+	}
+	if got := serverFrame([]byte("nope")); got != len(serverFrameTypes) {
+		t.Errorf("serverFrame(nope) = %d, want %d", got, len(serverFrameTypes))
 	}
 }
 
