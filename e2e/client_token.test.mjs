@@ -6,18 +6,12 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { moduleURL, openPage } from './clientpage.mjs';
-import { buildDugout, launchBrowser, missingPrerequisites, mintJWT, removeBuild, startDugout, waitFor } from './harness.mjs';
+import { browserSuite, launchBrowser, mintJWT, startDugout, waitFor } from './harness.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the client token browser tests', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip, pages } = await browserSuite('the client token browser tests', startTokenPages);
 
 const SECRET = 'e2e-token-secret-0123456789abcdef0123456789';
 const GRACE_S = 1;
@@ -77,16 +71,6 @@ async function startTokenPages() {
   };
 }
 
-let pages;
-before(async () => {
-  if (skip) return;
-  pages = await startTokenPages();
-  await buildDugout();
-});
-after(async () => {
-  await pages?.close();
-  await removeBuild();
-});
 
 const nowS = () => Math.floor(Date.now() / 1000);
 const token = (sub, exp) => mintJWT({ sub, exp }, SECRET);
