@@ -24,6 +24,14 @@ type sendQueue struct {
 	n         int      // frames queued
 	bytes     int      // bytes queued
 	discarded bool     // the conn is ending: nothing queued will be written
+
+	// A resume's catch-up is forced in and must not count against the
+	// bounds, or the first live frame after a long catch-up would make the
+	// client it helps a slow consumer. forced marks those frames (nil
+	// unless some are queued) so that pop can take them back out.
+	forced      []bool
+	forcedN     int
+	forcedBytes int
 }
 
 // queueKeep is the ring size kept after the queue drains; a larger ring, left
@@ -41,7 +49,7 @@ func newSendQueue(limit, limitBytes int) *sendQueue {
 // past limitBytes. A discarded queue takes every frame and keeps none, so a
 // conn that is already ending is never reported slow again.
 func (q *sendQueue) push(frame []byte) bool {
-	return q.add(frame, q.limit, q.limitBytes) != pushFull
+	return q.add(frame, q.limit, q.limitBytes, false) != pushFull
 }
 
 // offer queues frame only while the queue is at most half full, in frames and
@@ -49,14 +57,15 @@ func (q *sendQueue) push(frame []byte) bool {
 // messages go through offer: a client that bursts far past its rate limit gets
 // as many of them as it reads, and is never made a slow consumer by them.
 func (q *sendQueue) offer(frame []byte) bool {
-	return q.add(frame, q.limit/2, q.limitBytes/2) == pushQueued
+	return q.add(frame, q.limit/2, q.limitBytes/2, false) == pushQueued
 }
 
-// force queues frame whatever the queue holds (unless it is discarded): a
-// resume's catch-up is bounded by the games' histories, and must never make
-// the client it is meant to help a slow consumer.
+// force queues frame whatever the queue holds (unless it is discarded), and
+// leaves it out of what push and offer count until it is written: a resume's
+// catch-up is bounded by the games' histories, and must never make the client
+// it is meant to help a slow consumer.
 func (q *sendQueue) force(frame []byte) {
-	q.add(frame, int(^uint(0)>>1), int(^uint(0)>>1))
+	q.add(frame, int(^uint(0)>>1), int(^uint(0)>>1), true)
 }
 
 // pushResult says what add did with a frame.
@@ -68,23 +77,33 @@ const (
 	pushDropped            // the queue is discarded
 )
 
-// add appends frame when the queue stays within frames and bytes.
-func (q *sendQueue) add(frame []byte, frames, bytes int) pushResult {
+// add appends frame when the frames counted (all but the forced ones) stay
+// within frames and bytes; a forced frame is marked and not counted.
+func (q *sendQueue) add(frame []byte, frames, bytes int, forced bool) pushResult {
 	q.mu.Lock()
 	if q.discarded {
 		q.mu.Unlock()
 		return pushDropped
 	}
-	if q.n >= frames || q.bytes+len(frame) > bytes {
+	if q.n-q.forcedN >= frames || q.bytes-q.forcedBytes+len(frame) > bytes {
 		q.mu.Unlock()
 		return pushFull
 	}
 	if q.n == len(q.buf) {
 		q.grow()
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = frame
+	at := (q.head + q.n) % len(q.buf)
+	q.buf[at] = frame
 	q.n++
 	q.bytes += len(frame)
+	if forced {
+		if q.forced == nil {
+			q.forced = make([]bool, len(q.buf))
+		}
+		q.forced[at] = true
+		q.forcedN++
+		q.forcedBytes += len(frame)
+	}
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
@@ -101,10 +120,18 @@ func (q *sendQueue) grow() {
 		size = 2 * q.n
 	}
 	buf := make([][]byte, size)
-	for i := range q.n {
-		buf[i] = q.buf[(q.head+i)%len(q.buf)]
+	var forced []bool
+	if q.forced != nil {
+		forced = make([]bool, size)
 	}
-	q.buf, q.head = buf, 0
+	for i := range q.n {
+		j := (q.head + i) % len(q.buf)
+		buf[i] = q.buf[j]
+		if forced != nil {
+			forced[i] = q.forced[j]
+		}
+	}
+	q.buf, q.forced, q.head = buf, forced, 0
 }
 
 // pop takes the oldest frame, or reports false when the queue is empty.
@@ -116,6 +143,14 @@ func (q *sendQueue) pop() ([]byte, bool) {
 	}
 	frame := q.buf[q.head]
 	q.buf[q.head] = nil // the ring must not keep a sent frame alive
+	if q.forced != nil && q.forced[q.head] {
+		q.forced[q.head] = false
+		q.forcedN--
+		q.forcedBytes -= len(frame)
+		if q.forcedN == 0 {
+			q.forced = nil
+		}
+	}
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
 	q.bytes -= len(frame)
@@ -132,6 +167,7 @@ func (q *sendQueue) pop() ([]byte, bool) {
 func (q *sendQueue) discard() {
 	q.mu.Lock()
 	q.buf, q.head, q.n, q.bytes, q.discarded = nil, 0, 0, 0, true
+	q.forced, q.forcedN, q.forcedBytes = nil, 0, 0
 	q.mu.Unlock()
 }
 

@@ -180,3 +180,45 @@ func TestSendQueueDiscard(t *testing.T) {
 		t.Fatalf("a discarded queue gave the writer %q", f)
 	}
 }
+
+// TestSendQueueForcedFramesDoNotCount: a resume's catch-up, forced in, leaves
+// the whole bound to the live frames that follow it (frames and bytes, push
+// and offer), in order with them, and counts again from the moment the forced
+// frames are written.
+func TestSendQueueForcedFramesDoNotCount(t *testing.T) {
+	q := newSendQueue(4, 400)
+	for i := range 10 {
+		q.force(fmt.Appendf(nil, "f%02d", i)) // 10 frames, 40 bytes: past the frame bound
+	}
+	if !q.offer([]byte("o0")) || !q.offer([]byte("o1")) || q.offer([]byte("o2")) {
+		t.Fatalf("offer counted forced frames: queue of %d", q.len())
+	}
+	if !q.push([]byte("p0")) || !q.push([]byte("p1")) || q.push([]byte("p2")) {
+		t.Fatalf("push counted forced frames: queue of %d", q.len())
+	}
+	var got []string
+	for range 12 {
+		got = append(got, string(q.next()))
+	}
+	want := "[f00 f01 f02 f03 f04 f05 f06 f07 f08 f09 o0 o1]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("popped %v, want %s", got, want)
+	}
+	// p0 and p1 are still queued; they count, and so the bound is 2 more.
+	if !q.push([]byte("p3")) || !q.push([]byte("p4")) || q.push([]byte("p5")) {
+		t.Fatalf("after the forced frames went, the bound is wrong: queue of %d", q.len())
+	}
+	if q.forced != nil || q.forcedN != 0 || q.forcedBytes != 0 {
+		t.Fatalf("forced marks kept after they drained: %v %d %d", q.forced, q.forcedN, q.forcedBytes)
+	}
+	// Bytes: forced bytes leave the byte bound whole too.
+	q = newSendQueue(100, 10)
+	q.force(make([]byte, 50))
+	if !q.push(make([]byte, 10)) || q.push([]byte("x")) {
+		t.Fatal("push counted forced bytes")
+	}
+	q.discard()
+	if q.forced != nil || q.forcedN != 0 || q.forcedBytes != 0 {
+		t.Fatal("discard kept forced marks")
+	}
+}

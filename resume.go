@@ -134,8 +134,19 @@ func (h *hub) resume(m resumeMsg) {
 	for _, frame := range replay {
 		out.force(frame) // bounded by the histories, and never counted against the queue
 	}
+	if s.warned {
+		// The warning went to no conn (the session was away) or to the one
+		// this takeover ends: this conn hears it now, and still gets at least
+		// EXPIRY_WARNING (resume is not activity, so the expiry stands).
+		now := time.Now()
+		at := laterOf(s.expiresAt, now.Add(h.cfg.expiryWarning))
+		h.idx.warn(s, at)
+		h.deliver(s, encodeExpiring(now, at, h.timeoutGame(s)))
+	}
 	h.moveToken(fresh, s)
-	h.supersedeAll(s) // live frames, after what the client was sent as caught up
+	if s.conn != nil { // a token already past its grace sends the session away again at once
+		h.supersedeAll(s) // live frames, after what the client was sent as caught up
+	}
 	m.reply <- s.sid
 }
 

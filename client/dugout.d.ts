@@ -71,10 +71,10 @@ export interface GameUpdatedEvent {
   idle_timeout_ms: number | null;
   seat_policy: 'multi_seat' | 'single_seat';
 }
-/** This session's seat ended: its own leave(), or the server's "kicked" or "superseded" (by by_sid). The game is not rejoined. */
+/** This session's seat ended: its own leave(), the server's "kicked" or "superseded" (by by_sid), or "not_resumed" (it ended while the session was away). The game is not rejoined. */
 export interface LeftEvent {
   game_id: string;
-  reason: 'left' | 'kicked' | 'superseded';
+  reason: 'left' | 'kicked' | 'superseded' | 'not_resumed';
   by_sid: string | null;
 }
 

@@ -305,6 +305,7 @@ export class Session extends Emitter {
     this._setState('ended', 'closed');
     this._clearTimer();
     this._removeListeners();
+    for (const g of this.games.values()) clearTimeout(g._flushTimer); // no held event after "ended"
     const ws = this._ws;
     this._ws = null;
     this._ready = false;
@@ -596,8 +597,12 @@ export class Session extends Emitter {
     }
     for (const [id, g] of [...this.games]) {
       if (!held.has(id)) {
+        // The seat ended while the session was away (kicked, superseded): its game_left went to no
+        // connection, so the page hears it here, and the game is not re-joined.
+        const wasJoined = g.joined;
         g.joined = false;
         this.games.delete(id);
+        if (wasJoined) g._emit('left', { game_id: id, reason: 'not_resumed', by_sid: null });
       }
     }
     this._stored = {};
@@ -609,6 +614,10 @@ export class Session extends Emitter {
     this._save();
     this._setState('open', why, undefined, resumeFailed);
     for (const frame of this._pending.frames()) this._send(frame);
+    if (this._refreshWanted) {
+      this._refreshWanted = false;
+      this._refresh();
+    }
     const w = this._waiters;
     this._waiters = [];
     for (const fn of w) fn();
@@ -657,6 +666,12 @@ Object.assign(Session.prototype, {
   _refresh() {
     const ws = this._ws;
     if (typeof this._token !== 'function' || !ws || this._tok?.ws === ws) return;
+    if (!this._ready) {
+      // A new connection's first frame must be its resume: sent before it, refresh_token would make
+      // the server refuse the resume (not_first). The refresh waits for the connection to open.
+      this._refreshWanted = true;
+      return;
+    }
     this._tok = { ws, attempt: 0, id: null, timer: null };
     this._tokenAttempt(this._tok);
   },

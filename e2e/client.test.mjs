@@ -2,30 +2,14 @@
 // module, join one game, roll, and one page reloads and resumes its session. Run with `npm test`.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { moduleURL, offsets, openPage, startPages } from './clientpage.mjs';
-import { buildDugout, launchBrowser, missingPrerequisites, removeBuild, startDugout } from './harness.mjs';
+import { browserSuite, launchBrowser, startDugout } from './harness.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the client browser tests', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip, pages } = await browserSuite('the client browser tests', startPages);
 
 
-let pages;
-before(async () => {
-  if (skip) return;
-  pages = await startPages();
-  await buildDugout();
-});
-after(async () => {
-  await pages?.close();
-  await removeBuild();
-});
 
 
 test('client: two pages join, roll, one reloads and resumes; every event once, in order', { skip, timeout: 60_000 }, async (t) => {

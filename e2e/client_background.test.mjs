@@ -4,30 +4,14 @@
 // heartbeats by itself. Run with `node --test client_background.test.mjs`.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { moduleURL, offsets, openPage, startPages } from './clientpage.mjs';
-import { buildDugout, launchBrowser, launchPlainBrowser, missingPrerequisites, removeBuild, startDugout, waitFor } from './harness.mjs';
+import { browserSuite, launchBrowser, launchPlainBrowser, startDugout, waitFor } from './harness.mjs';
 import { BASE_ENV, INIT, instrument, tapSockets, waitLog, kinds, membersOf, sidOf, srcFor, parseLine, logs } from './lifecycle.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the client background browser tests', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip, pages } = await browserSuite('the client background browser tests', startPages);
 
-let pages;
-before(async () => {
-  if (skip) return;
-  pages = await startPages();
-  await buildDugout();
-});
-after(async () => {
-  await pages?.close();
-  await removeBuild();
-});
 
 // ---------------------------------------------------------------- 3. a frozen page, and one whose scripts are stopped
 

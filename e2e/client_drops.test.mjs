@@ -4,30 +4,14 @@
 // A third test duplicates a tab (its sessionStorage), whose copy takes the session over.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { moduleURL, offsets, openPage, startPages } from './clientpage.mjs';
-import { buildDugout, launchBrowser, missingPrerequisites, removeBuild, startDugout, waitFor } from './harness.mjs';
+import { browserSuite, launchBrowser, startDugout, waitFor } from './harness.mjs';
 import { startProxy } from './tcpproxy.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the client drop browser tests', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip, pages } = await browserSuite('the client drop browser tests', startPages);
 
-let pages;
-before(async () => {
-  if (skip) return;
-  pages = await startPages();
-  await buildDugout();
-});
-after(async () => {
-  await pages?.close();
-  await removeBuild();
-});
 
 const BASE_ENV = { ALLOWED_ORIGINS: '127.0.0.1:*', RESUME_WINDOW: '10s' };
 

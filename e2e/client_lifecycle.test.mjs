@@ -3,30 +3,14 @@
 // expires and waits for its user. Run with `node --test client_lifecycle.test.mjs`.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import { moduleURL, offsets, openPage, startPages } from './clientpage.mjs';
-import { buildDugout, launchBrowser, missingPrerequisites, removeBuild, startDugout, waitFor } from './harness.mjs';
+import { browserSuite, launchBrowser, startDugout, waitFor } from './harness.mjs';
 import { BASE_ENV, INIT, instrument, tapSockets, waitLog, kinds, membersOf, sidOf, srcFor, logs } from './lifecycle.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the client lifecycle browser tests', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip, pages } = await browserSuite('the client lifecycle browser tests', startPages);
 
-let pages;
-before(async () => {
-  if (skip) return;
-  pages = await startPages();
-  await buildDugout();
-});
-after(async () => {
-  await pages?.close();
-  await removeBuild();
-});
 
 // ---------------------------------------------------------------- 1. the server restarts
 

@@ -6,27 +6,15 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
-import { REPO_ROOT, buildDugout, launchBrowser, missingPrerequisites, removeBuild, startDugout, startPageServer, waitFor } from './harness.mjs';
+import { REPO_ROOT, browserSuite, launchBrowser, startDugout, startPageServer, waitFor } from './harness.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the dashboard browser test', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip } = await browserSuite('the dashboard browser test');
 
 const SCREENSHOTS = path.join(REPO_ROOT, 'e2e', 'screenshots');
 const TOKEN = 'operator-token-for-the-dashboard-e2e-0123456789';
 
-before(async () => {
-  if (!skip) await buildDugout();
-});
-after(async () => {
-  await removeBuild();
-});
 
 // The load, run in a page of another origin: n WebSockets, each joins its game and rolls every 250 ms.
 // window.load keeps what the test needs (sessions, resume tokens, errors).

@@ -3,26 +3,14 @@
 // connection; the other sees it away, then back. Run with `node --test demo.test.mjs`.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
-import { buildDugout, launchBrowser, missingPrerequisites, removeBuild, startDugout, waitFor } from './harness.mjs';
+import { browserSuite, launchBrowser, startDugout, waitFor } from './harness.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the demo browser test', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip } = await browserSuite('the demo browser test');
 
 const SCREENSHOT = '/tmp/demo.png';
 
-before(async () => {
-  if (!skip) await buildDugout();
-});
-after(async () => {
-  await removeBuild();
-});
 
 // openDemo opens the demo page of game on a new page and collects its console and page errors
 // (a Content-Security-Policy violation is reported on the console as an error).

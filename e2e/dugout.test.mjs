@@ -2,27 +2,19 @@
 // over WebSocket. Run with `npm test` (node --test) in this folder.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 
 import {
-  buildDugout,
+  browserSuite,
   launchBrowser,
   mintJWT,
-  missingPrerequisites,
   openClient,
-  removeBuild,
   startDugout,
   startPageServer,
   waitFor,
 } from './harness.mjs';
 
-const missing = await missingPrerequisites();
-if (missing.length > 0 && process.env.CI === 'true') {
-  test('prerequisites for the browser tests', () => {
-    assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
-  });
-}
-const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+const { skip, pages } = await browserSuite('the browser tests', startPageServer);
 
 // Fast liveness settings for cases b and d.
 const FAST = {
@@ -34,18 +26,6 @@ const FAST = {
 };
 const ALLOW_PAGE = { ALLOWED_ORIGINS: '127.0.0.1:*' };
 
-let pages; // the page server, shared by every case
-
-before(async () => {
-  if (skip) return;
-  pages = await startPageServer();
-  await buildDugout();
-});
-
-after(async () => {
-  await pages?.close();
-  await removeBuild();
-});
 
 // scenario runs fn against a fresh dugout (started with env) and a fresh
 // browser context, stops both at the end (browser first, then SIGTERM to

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -34,6 +35,34 @@ export async function missingPrerequisites() {
     missing.push('playwright-core not installed (install it: cd e2e && npm ci)');
   }
   return missing;
+}
+
+// ---------------------------------------------------------------- one test file
+
+// browserSuite sets up a browser test file: the prerequisites check (on CI a missing one fails a test
+// of its own; elsewhere the file's tests skip, saying what to install), the dugout build before the
+// tests and its removal after them, and, given startPages, one page server for all of them. It returns
+// skip, for each test's options, and pages, an object that holds the page server's fields once the
+// tests run.
+export async function browserSuite(what, startPages) {
+  const missing = await missingPrerequisites();
+  if (missing.length > 0 && process.env.CI === 'true') {
+    test(`prerequisites for ${what}`, () => {
+      assert.fail(`browser e2e tests cannot run on CI: ${missing.join('; ')}`);
+    });
+  }
+  const skip = missing.length > 0 ? `browser e2e tests skipped: ${missing.join('; ')}` : false;
+  const pages = {};
+  before(async () => {
+    if (skip) return;
+    if (startPages) Object.assign(pages, await startPages());
+    await buildDugout();
+  });
+  after(async () => {
+    await pages.close?.();
+    await removeBuild();
+  });
+  return { skip, pages };
 }
 
 // ---------------------------------------------------------------- waiting
