@@ -231,6 +231,10 @@ func (r *rpProp) resume() {
 			r.count["back"]++
 		}
 		target.conn = c
+		if !target.expiresAt.IsZero() {
+			// The new conn hears the warning again, with at least EXPIRY_WARNING left.
+			target.expiresAt = laterOf(target.expiresAt, time.Now().Add(r.cfg.expiryWarning))
+		}
 		frames := rpTake(r.t, c)
 		if len(frames) == 0 || frames[0].Type != "resumed" {
 			r.t.Errorf("a resumed conn got %s first, want resumed", rpDump(frames))
