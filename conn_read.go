@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"math/big"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+)
+
+// The reader: what serveConn's goroutine does with each client message, from
+// reading it whole to handing the hub a typed command, and the rate limits it
+// keeps on messages and on control frames.
+
+// readLoop reads client messages until the conn ends, and returns why it ended.
+// It rate-limits and decodes here, so the hub receives only valid, typed
+// commands. A refused message costs a bounded scan for its id, never a decode;
+// a reply to a refused message is dropped rather than queued when the queue
+// is half full, so it cannot make its own sender a slow consumer.
+func (s *server) readLoop(c *conn) closeReason {
+	st := &readState{limiter: rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst), first: true}
+	for {
+		typ, msg, err := readMessage(c.ws, s.cfg.MaxMessageBytes)
+		if err != nil {
+			return readErrorReason(err)
+		}
+		select {
+		case <-c.quit:
+			return c.reason // ended by the hub or the writer: what was read meanwhile is not served
+		default:
+		}
+		if r, end := s.serveMessage(c, st, typ, msg); end {
+			return r
+		}
+	}
+}
+
+// readState is what the reader keeps from one message to the next.
+type readState struct {
+	limiter *rate.Limiter
+	flood   floodTracker
+	first   bool // no client frame read yet
+}
+
+// serveMessage handles one message the reader read, and reports whether the
+// conn ends, and why. It is a function of its own, not inlined, so that its
+// locals are on the reader's stack only while a message is handled: an idle
+// connection's reader waits in readLoop with a stack small enough to stay in
+// its first 8 KiB (a frame more, and every idle connection costs 4 KiB more).
+//
+//go:noinline
+func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType, msg []byte) (closeReason, bool) {
+	first := st.first
+	st.first = false
+	c.raw.messageDone()
+	if typ != websocket.MessageText {
+		s.met.frameReceived(0, len(msg))
+		return reasonBinary, true
+	}
+	if !st.limiter.Allow() {
+		s.met.frameReceived(scanType(msg), len(msg))
+		if st.flood.refused(time.Now(), s.cfg.rateLimitGrace) {
+			return reasonFlood, true
+		}
+		c.out.offer(encodeError(&protoError{code: codeRateLimited, id: scanID(msg), message: "too many messages; slow down"}))
+		return closeReason{}, false
+	}
+	cmd, perr := decode(msg)
+	if perr != nil {
+		kind := scanType(msg) // the error path only: a valid frame's kind is decode's
+		s.met.frameReceived(kind, len(msg))
+		if kind == cmdResume {
+			s.met.resumed(resumeInvalid)
+		}
+		c.out.offer(encodeError(perr))
+		return closeReason{}, false
+	}
+	s.met.frameReceived(cmd.kind, len(msg))
+	if cmd.kind == cmdResume {
+		if !s.resume(c, cmd, first) {
+			return reasonShutdown, true
+		}
+		return closeReason{}, false
+	}
+	if cmd.kind == cmdRefresh {
+		if !s.refreshToken(c, cmd) {
+			return reasonShutdown, true
+		}
+		return closeReason{}, false
+	}
+	var results []int
+	if cmd.kind == cmdRoll {
+		results = rollDice(cmd.dice)
+	}
+	if !s.hub.send(prepare(c, cmd, results)) {
+		return reasonShutdown, true
+	}
+	return closeReason{}, false
+}
+
+// resume asks the hub to give c the session cmd names, and waits for the
+// answer: from then on the conn serves that session, under its sid (the
+// reader's own field: the hub reads a conn's sid only when registering it).
+// A resume that is not the conn's first client frame is refused here. It
+// reports false once the hub has stopped.
+func (s *server) resume(c *conn, cmd command, first bool) bool {
+	if !first {
+		s.met.resumed(resumeNotFirst)
+		c.out.offer(encodeError(&protoError{code: codeResumeFailed, id: cmd.id, reason: resumeNotFirst,
+			message: "resume must be the first frame a connection sends"}))
+		return true
+	}
+	reply := make(chan string, 1)
+	if !s.hub.send(resumeMsg{c: c, sid: c.sid, id: cmd.id, req: cmd.resume, reply: reply}) {
+		return false
+	}
+	select {
+	case c.sid = <-reply:
+		return true
+	case <-s.hub.done:
+		return false
+	}
+}
+
+// controlGuard rate-limits the pings and pongs a client sends, which the
+// library answers inside Read where the message rate limiter never sees them:
+// a client that pings faster than twice RATE_LIMIT for longer than the flood
+// grace is ended like a message flooder.
+type controlGuard struct {
+	limiter *rate.Limiter
+	flood   floodTracker
+	grace   time.Duration
+}
+
+// controlFrame accounts for one ping or pong the client sent, with payload,
+// and reports whether the library may answer it (a ping's pong). Runs inside
+// ws.Read, on the reader or, during a close handshake, on the writer.
+func (c *conn) controlFrame(payload []byte) bool {
+	c.raw.uncount(controlFrameBytes(len(payload)))
+	if c.control.limiter.Allow() {
+		return true
+	}
+	if c.control.flood.refused(time.Now(), c.control.grace) {
+		c.stop(reasonFlood)
+	}
+	return false
+}
+
+// floodGap is how long a client must go without a refused message for its
+// rate limiting to count as over. A client that sends a little too fast is
+// refused now and then, with gaps; a flood is refused without a break.
+const floodGap = time.Second
+
+// floodTracker tells a client that is rate limited now and then from one that
+// is rate limited continuously, which the contract ends after a grace period.
+type floodTracker struct {
+	since       time.Time // first refusal of the current run; zero when none
+	lastRefusal time.Time
+}
+
+// refused records a refused message at now and reports whether the run of
+// refusals has lasted longer than grace.
+func (f *floodTracker) refused(now time.Time, grace time.Duration) bool {
+	if f.since.IsZero() || now.Sub(f.lastRefusal) > floodGap {
+		f.since = now
+	}
+	f.lastRefusal = now
+	return now.Sub(f.since) > grace
+}
+
+// prepare encodes, outside the hub, every frame a command can produce that
+// does not depend on the hub's state. results are a roll's dice results (nil
+// for other commands); the reader rolls them, tests choose them.
+func prepare(c *conn, cmd command, results []int) commandMsg {
+	m := commandMsg{c: c, sid: c.sid, cmd: cmd, results: results}
+	if cmd.id != "" && cmd.kind != cmdHeartbeat {
+		m.digest = actionDigest(cmd)
+	}
+	switch cmd.kind {
+	case cmdHeartbeat:
+		m.self = encodeHeartbeatAck(cmd.id, time.Now())
+	case cmdJoin:
+		m.others, m.note = encodePresence(cmd.game, c.sid, c.userID, "joined", ""), presenceNote{"joined", ""}
+	case cmdLeave:
+		m.self = encode("game_left", cmd.id, gameRef{GameID: cmd.game.String()})
+		m.others, m.note = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft), presenceNote{"left", presenceLeft}
+	default:
+		m.others = encodeEvent(cmd, c.sid, c.userID, results)
+	}
+	return m
+}
+
+// errTooBig is a message larger than MAX_MESSAGE_BYTES.
+var errTooBig = errors.New("message larger than MAX_MESSAGE_BYTES")
+
+// readMessage reads one whole message of at most max bytes. A larger one is
+// not read further: the conn ends as too big (the wire meter bounds what the
+// close handshake may still read of it).
+func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, []byte, error) {
+	typ, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return 0, nil, err
+	}
+	msg, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return 0, nil, err
+	}
+	if int64(len(msg)) > max {
+		return 0, nil, errTooBig
+	}
+	return typ, msg, nil
+}
+
+// readErrorReason maps the error that ended a read to the conn's close reason.
+func readErrorReason(err error) closeReason {
+	if errors.Is(err, errTooBig) || errors.Is(err, errWireBudget) {
+		return reasonTooBig
+	}
+	if code := websocket.CloseStatus(err); code != -1 {
+		return peerClosed(code)
+	}
+	return reasonDisconnected
+}
+
+// rollDice rolls each die with crypto/rand.
+func rollDice(dice []int) []int {
+	results := make([]int, len(dice))
+	for i, sides := range dice {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(sides)))
+		if err != nil {
+			panic("crypto/rand failed: " + err.Error()) // the runtime itself is broken
+		}
+		results[i] = int(n.Int64()) + 1
+	}
+	return results
+}
