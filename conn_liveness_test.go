@@ -12,8 +12,8 @@ import (
 	"github.com/google/uuid"
 )
 
-// e2eExpiryConfig has sessions expire after 300 ms of inactivity, with a warning
-// 150 ms before and a sweep every 20 ms.
+// e2eExpiryConfig has sessions expire after 1 s of inactivity, with a warning
+// 500 ms before and a sweep every 20 ms.
 func e2eExpiryConfig(t *testing.T) config {
 	cfg := testConfig(t)
 	// The warning leaves a client half a second to answer: enough on a

@@ -30,7 +30,7 @@ import (
 const e2eSlack = 400 * time.Millisecond
 
 // Wire shapes of server frames as the contract names their fields. They are
-// declared here rather than borrowed from protocol.go so that a wrong JSON tag
+// declared here rather than borrowed from encode.go so that a wrong JSON tag
 // in the server cannot agree with itself.
 type (
 	e2eSession struct {
