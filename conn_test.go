@@ -26,8 +26,10 @@ import (
 )
 
 // e2eSlack is the scheduling allowance, under -race on a small machine, added to
-// every upper bound the contract states.
-const e2eSlack = 400 * time.Millisecond
+// every upper bound the contract states. 400 ms was once 580 ms short with the
+// machine's load at 6.5 (an expiry at 2.0 s for a 1.42 s bound): the bounds
+// catch a missing timer or a sweep that stopped, not a scheduler's delay.
+const e2eSlack = time.Second
 
 // Wire shapes of server frames as the contract names their fields. They are
 // declared here rather than borrowed from encode.go so that a wrong JSON tag
