@@ -186,15 +186,19 @@ async function poll() {
   try {
     const res = await fetch('/dashboard/data', { headers, cache: 'no-store' });
     if (res.status === 401 && token) {
-      // Forget it and go on without: the operator sees why the details went.
+      // Forget it and go on without: the operator sees why the details went. Only if it is still the
+      // token in use: a poll begun before another token was entered must not forget the new one.
+      if (sessionStorage.getItem(TOKEN_KEY) !== token) return;
       sessionStorage.removeItem(TOKEN_KEY);
       tokenChanged();
+      showTopGames(null);
       refused = 'The operator token was refused (401 Unauthorized). Showing the public view.';
       showError(refused);
       return;
     }
     if (!res.ok) throw new Error('HTTP ' + res.status);
     const data = await res.json();
+    if (history.length && data.time_ms <= history[history.length - 1].t) return; // an older poll answered late
     history.push({ t: data.time_ms, data });
     if (history.length > KEEP) history.shift();
     showError(refused);
