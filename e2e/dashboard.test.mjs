@@ -94,13 +94,17 @@ test('dashboard: the charts follow a load; the operator token shows the largest 
     const token = await loader.evaluate(() => {
       const L = window.load;
       L.sockets[10].close(1000);
+      // The new socket waits for the old one's close: by then the server has let the session go away,
+      // so the resume is a resume and not a takeover of a socket it has not seen close yet.
+      L.sockets[11].addEventListener('close', () => {
+        const ws = new WebSocket(L.sockets[0].url);
+        ws.onmessage = (e) => {
+          const f = JSON.parse(e.data);
+          if (f.type === 'session') ws.send(JSON.stringify({ type: 'resume', data: { resume_token: L.sessions[11].resume_token, games: {} } }));
+          if (f.type === 'resumed') L.resumed++;
+        };
+      });
       L.sockets[11].close(4100, 'going');
-      const ws = new WebSocket(L.sockets[0].url);
-      ws.onmessage = (e) => {
-        const f = JSON.parse(e.data);
-        if (f.type === 'session') ws.send(JSON.stringify({ type: 'resume', data: { resume_token: L.sessions[11].resume_token, games: {} } }));
-        if (f.type === 'resumed') L.resumed++;
-      };
       return L.sessions[11].resume_token;
     });
     assert.ok(token, 'the session frame carried a resume token');
