@@ -3,39 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect, memoryStorage } from '../dugout.js';
-
-const G = '6f9619ff-8b86-d011-b42d-00c04fd430c8';
-const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
-
-function fakeServer() {
-  const sockets = [];
-  class FakeWS {
-    constructor(url) {
-      this.url = url;
-      this.readyState = 1;
-      this.sent = [];
-      sockets.push(this);
-    }
-    send(s) {
-      this.sent.push(JSON.parse(s));
-    }
-    close(code = 1000, reason = '') {
-      this.readyState = 3;
-      queueMicrotask(() => this.onclose?.({ code, reason }));
-    }
-    push(frame) {
-      this.onmessage?.({ data: JSON.stringify(frame) });
-    }
-    drop(code = 1006, reason = '') {
-      this.readyState = 3;
-      this.onclose?.({ code, reason });
-    }
-    last(type) {
-      return [...this.sent].reverse().find((f) => f.type === type);
-    }
-  }
-  return { FakeWS, sockets };
-}
+import { G, tick, fakeServer } from './fakes.mjs';
 
 const sessionFrame = (sid) => ({
   type: 'session',

@@ -3,21 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect, memoryStorage } from '../dugout.js';
+import { G, tick, fakeServer } from './fakes.mjs';
 
-const G = '6f9619ff-8b86-d011-b42d-00c04fd430c8';
-const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
-function fakeServer() {
-  const sockets = [];
-  class FakeWS {
-    constructor(url) { this.url = url; this.readyState = 1; this.sent = []; sockets.push(this); }
-    send(s) { this.sent.push(JSON.parse(s)); }
-    close(code = 1000, reason = '') { this.readyState = 3; this.closedWith = code; queueMicrotask(() => this.onclose?.({ code, reason })); }
-    push(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
-    drop(code = 1006, reason = '') { this.readyState = 3; this.onclose?.({ code, reason }); }
-    last(type) { return [...this.sent].reverse().find((f) => f.type === type); }
-  }
-  return { FakeWS, sockets };
-}
 const sessionFrame = (sid) => ({ type: 'session', data: { sid, user_id: 7, protocol: 2, resume_token: 'T-' + sid, resume_window_ms: 10000, token_exp: 1_900_000_000 } });
 
 async function joined(opts = {}) {

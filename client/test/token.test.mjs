@@ -4,42 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect, memoryStorage } from '../dugout.js';
-
-const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
-
-function fakeServer() {
-  const sockets = [];
-  class FakeWS {
-    constructor(url) {
-      this.url = url;
-      this.readyState = 1;
-      this.sent = [];
-      sockets.push(this);
-    }
-    send(s) {
-      this.sent.push(JSON.parse(s));
-    }
-    close(code = 1000, reason = '') {
-      this.readyState = 3;
-      this.closedWith = code;
-      queueMicrotask(() => this.onclose?.({ code, reason }));
-    }
-    push(frame) {
-      this.onmessage?.({ data: JSON.stringify(frame) });
-    }
-    drop(code = 1006, reason = '') {
-      this.readyState = 3;
-      this.onclose?.({ code, reason });
-    }
-    all(type) {
-      return this.sent.filter((f) => f.type === type);
-    }
-    last(type) {
-      return [...this.sent].reverse().find((f) => f.type === type);
-    }
-  }
-  return { FakeWS, sockets };
-}
+import { tick, fakeServer } from './fakes.mjs';
 
 const EXP = 1_900_000_000;
 const sessionFrame = (sid, tokenExp = EXP) => ({
