@@ -102,7 +102,7 @@ func (r *rpProp) randomStep() {
 }
 
 // register adds a session on a fresh conn, anonymous or one of two users:
-// user, or one drawn at random when pick is set. One in three has a queue of
+// user, or one drawn at random when pick is set. One in two has a queue of
 // two frames.
 func (r *rpProp) register(user *int64, pick bool) *rpSession {
 	r.nextSID++
@@ -110,7 +110,7 @@ func (r *rpProp) register(user *int64, pick bool) *rpSession {
 		user = hubUser(int64(1 + r.r.IntN(2)))
 	}
 	capacity := 1 << 12
-	if r.r.IntN(3) == 0 {
+	if r.r.IntN(2) == 0 {
 		capacity = 2
 	}
 	s := &rpSession{sid: fmt.Sprintf("s%04d", r.nextSID), token: fmt.Sprintf("t%04d", r.nextSID), user: user, capacity: capacity,
@@ -162,7 +162,7 @@ func (r *rpProp) resume() {
 	}
 	var target *rpSession
 	switch n := r.r.IntN(10); {
-	case n < 2 && len(rivalled) > 0:
+	case n < 4 && len(rivalled) > 0:
 		target = rivalled[r.r.IntN(len(rivalled))]
 	case n < 5 && len(away) > 0:
 		target = away[r.r.IntN(len(away))]
@@ -324,6 +324,9 @@ func (r *rpProp) command(s *rpSession) {
 		for _, g := range rpGames {
 			if slices.ContainsFunc(r.members(g), func(o *rpSession) bool { return o != s && o.user != nil && sameUser(o.user, s.user) }) {
 				game = g
+				if slices.ContainsFunc(r.members(g), func(o *rpSession) bool { return o.conn == nil && sameUser(o.user, s.user) }) {
+					break // an away one first
+				}
 			}
 		}
 	}
