@@ -19,7 +19,7 @@ func TestHubResumeRepeatsTheWarning(t *testing.T) {
 		cfg.resumeWindow, cfg.actionTTL = 600*time.Second, 600*time.Second
 		h := startTestHub(t, cfg)
 		t0 := time.Now()
-		a := tokenConn("sid-a", hubUser(1), "tok-a")
+		a := tokenConn("sid-a", hubUser(1), "tok-a", 1<<12)
 		other := fakeHubConn("sid-o", hubUser(2), 64)
 		hubRegister(t, h, a, other)
 		hubTell(t, h, joinCmd(a, hubGame, ""), joinCmd(other, hubGame, ""))
@@ -30,7 +30,7 @@ func TestHubResumeRepeatsTheWarning(t *testing.T) {
 		time.Sleep(10 * time.Second)
 		b := fakeHubConn("sid-b", hubUser(1), 64)
 		hubRegister(t, h, b)
-		if sid := hubResume(t, h, b, "tok-a"); sid != "sid-a" {
+		if sid := hubResume(t, h, b, "tok-a", nil); sid != "sid-a" {
 			t.Fatalf("resume gave %s", sid)
 		}
 		fs := takeQueued(t, b)
@@ -64,7 +64,7 @@ func TestHubCatchUpLeavesTheQueueWhole(t *testing.T) {
 		cfg := resumeConfig()
 		cfg.stateTimeouts = hubGamesConfig().stateTimeouts
 		h := startTestHub(t, cfg)
-		a := tokenConn("sid-a", hubUser(1), "tok-a")
+		a := tokenConn("sid-a", hubUser(1), "tok-a", 1<<12)
 		tab := fakeHubConn("sid-t", hubUser(1), 64) // the same user's other tab
 		o := fakeHubConn("sid-o", hubUser(2), 64)
 		hubRegister(t, h, a, tab, o)

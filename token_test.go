@@ -215,7 +215,7 @@ func TestHubTokenResume(t *testing.T) {
 		a2 := fakeHubConn("sid-a2", hubUser(1), 16)
 		a2.tokenExp = start.Unix() + 55 + 3600
 		hubRegister(t, h, a2)
-		if sid := hubResume(t, h, a2, "tok-a"); sid != "sid-a" {
+		if sid := hubResume(t, h, a2, "tok-a", nil); sid != "sid-a" {
 			t.Fatalf("resume answered %s", sid)
 		}
 		expectQueued(t, a2, "resumed")
