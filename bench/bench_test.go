@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -74,31 +70,8 @@ func TestModesSmall(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, bins["bench"], append(c.args, common...)...)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Run(); err != nil {
-				t.Fatalf("bench %s: %v\nstdout:\n%s\nstderr:\n%s", c.name, err, &stdout, &stderr)
-			}
-			out := stdout.String()
-			var lines []map[string]json.RawMessage
-			sc := bufio.NewScanner(strings.NewReader(out))
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				if l := sc.Text(); strings.HasPrefix(l, "{") {
-					var m map[string]json.RawMessage
-					if err := json.Unmarshal([]byte(l), &m); err != nil {
-						t.Fatalf("JSON line does not parse: %v\n%s", err, l)
-					}
-					lines = append(lines, m)
-				}
-			}
-			if len(lines) != 1 {
-				t.Fatalf("got %d JSON lines, want 1 (one run)\n%s", len(lines), out)
-			}
-			l := lines[0]
+			out, errOut, line := runTool(t, bins["bench"], 90*time.Second, append(c.args, common...)...)
+			l := line
 			var mode string
 			var f figs
 			if err := json.Unmarshal(l["mode"], &mode); err != nil || mode != c.name {
@@ -118,7 +91,7 @@ func TestModesSmall(t *testing.T) {
 			}
 			c.check(t, f)
 			if t.Failed() {
-				t.Logf("output:\n%s\nstderr:\n%s", out, &stderr)
+				t.Logf("output:\n%s\nstderr:\n%s", out, errOut)
 			}
 		})
 	}

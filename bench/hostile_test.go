@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"os/exec"
 	"strings"
@@ -89,52 +86,29 @@ func TestHostileSmall(t *testing.T) {
 					t.Skip("prlimit (util-linux) not installed")
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
 			args := append(append([]string{"hostile", "-scenario", c.name}, c.args...), common...)
-			cmd := exec.CommandContext(ctx, bins["bench"], args...)
-			var stdout, stderr bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Run(); err != nil {
-				t.Fatalf("bench %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, &stdout, &stderr)
-			}
-			out := stdout.String()
-			var lines []map[string]json.RawMessage
-			sc := bufio.NewScanner(strings.NewReader(out))
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				if l := sc.Text(); strings.HasPrefix(l, "{") {
-					var m map[string]json.RawMessage
-					if err := json.Unmarshal([]byte(l), &m); err != nil {
-						t.Fatalf("JSON line does not parse: %v\n%s", err, l)
-					}
-					lines = append(lines, m)
-				}
-			}
-			if len(lines) != 1 {
-				t.Fatalf("got %d JSON lines, want 1\n%s", len(lines), out)
-			}
+			out, errOut, line := runTool(t, bins["bench"], 90*time.Second, args...)
 			var f map[string]figs
-			if err := json.Unmarshal(lines[0]["figures"], &f); err != nil {
+			if err := json.Unmarshal(line["figures"], &f); err != nil {
 				t.Fatalf("figures: %v", err)
 			}
 			var params map[string]any
-			_ = json.Unmarshal(lines[0]["params"], &params)
+			_ = json.Unmarshal(line["params"], &params)
 			if params["scenario"] != c.name {
 				t.Errorf("params.scenario = %v, want %s", params["scenario"], c.name)
 			}
-			if _, bad := lines[0]["errors"]; bad {
-				t.Errorf("run reported errors: %s", lines[0]["errors"])
+			if _, bad := line["errors"]; bad {
+				t.Errorf("run reported errors: %s", line["errors"])
 			}
 			if len(f) != 1 || len(f["dugout"]) == 0 {
-				t.Fatalf("figures for dugout alone wanted, got %s", lines[0]["figures"])
+				t.Fatalf("figures for dugout alone wanted, got %s", line["figures"])
 			}
 			if !strings.Contains(out, "| ratio (d/b)") {
 				t.Errorf("no human table in the output:\n%s", out)
 			}
 			c.check(t, f["dugout"])
 			if t.Failed() {
-				t.Logf("output:\n%s\nstderr:\n%s", out, &stderr)
+				t.Logf("output:\n%s\nstderr:\n%s", out, errOut)
 			}
 		})
 	}

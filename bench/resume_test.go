@@ -1,12 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 )
@@ -19,42 +14,19 @@ func TestResumeSmall(t *testing.T) {
 		t.Skip("builds two binaries and runs a server; skipped under -short")
 	}
 	bins := buildForTest(t, map[string]string{"dugout": ".", "bench": "./bench"})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	args := []string{"resume", "-n", "50", "-settle", "200ms", "-dugout-bin", bins["dugout"],
 		"-quiet-wait", "0", "-busy-retries", "0", "-deadline", "40s"}
-	cmd := exec.CommandContext(ctx, bins["bench"], args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, &stdout, &stderr)
-	}
-	out := stdout.String()
-	var lines []map[string]json.RawMessage
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if l := sc.Text(); strings.HasPrefix(l, "{") {
-			var m map[string]json.RawMessage
-			if err := json.Unmarshal([]byte(l), &m); err != nil {
-				t.Fatalf("JSON line does not parse: %v\n%s", err, l)
-			}
-			lines = append(lines, m)
-		}
-	}
-	if len(lines) != 1 {
-		t.Fatalf("got %d JSON lines, want 1\n%s", len(lines), out)
-	}
-	if _, bad := lines[0]["errors"]; bad {
-		t.Errorf("run reported errors: %s", lines[0]["errors"])
+	out, errOut, line := runTool(t, bins["bench"], 60*time.Second, args...)
+	if _, bad := line["errors"]; bad {
+		t.Errorf("run reported errors: %s", line["errors"])
 	}
 	var f map[string]map[string]float64
-	if err := json.Unmarshal(lines[0]["figures"], &f); err != nil {
+	if err := json.Unmarshal(line["figures"], &f); err != nil {
 		t.Fatalf("figures: %v", err)
 	}
 	d := f["dugout"]
 	if len(f) != 1 || len(d) == 0 {
-		t.Fatalf("figures for dugout alone wanted, got %s", lines[0]["figures"])
+		t.Fatalf("figures for dugout alone wanted, got %s", line["figures"])
 	}
 	if d["sessions"] != 50 || d["games"] != 13 || d["resumes"] != 50 || d["resume_failed"] != 0 {
 		t.Errorf("sessions %v, games %v, resumes %v, failed %v; want 50, 13, 50, 0",
@@ -70,6 +42,6 @@ func TestResumeSmall(t *testing.T) {
 			d["goroutines_away"], d["goroutines_connected"], d["after_dropped"], d["after_error_frames"])
 	}
 	if t.Failed() {
-		t.Logf("output:\n%s\nstderr:\n%s", out, &stderr)
+		t.Logf("output:\n%s\nstderr:\n%s", out, errOut)
 	}
 }
