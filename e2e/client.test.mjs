@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 
 import { moduleURL, offsets, openPage, startPages } from './clientpage.mjs';
-import { browserSuite, launchBrowser, startDugout } from './harness.mjs';
+import { browserSuite, withDugout } from './harness.mjs';
 
 const { skip, pages } = await browserSuite('the client browser tests', startPages);
 
@@ -13,10 +13,7 @@ const { skip, pages } = await browserSuite('the client browser tests', startPage
 
 
 test('client: two pages join, roll, one reloads and resumes; every event once, in order', { skip, timeout: 60_000 }, async (t) => {
-  const dugout = await startDugout({ ALLOWED_ORIGINS: '127.0.0.1:*', RESUME_WINDOW: '10s' });
-  let browser;
-  try {
-    browser = await launchBrowser();
+  await withDugout({ ALLOWED_ORIGINS: '127.0.0.1:*', RESUME_WINDOW: '10s' }, async ({ dugout, browser }) => {
     const game = randomUUID();
     const m = await moduleURL(dugout, pages, t);
     const src = `${pages.base}/?${new URLSearchParams({ m, ws: dugout.wsURL, game })}`;
@@ -84,23 +81,11 @@ test('client: two pages join, roll, one reloads and resumes; every event once, i
     assert.deepEqual(eb.filter((e) => e.sid === ra.sid && e.t === 'presence').map((e) => e.status), ['away', 'back']);
     t.diagnostic(`A: ${JSON.stringify(offsets(ea))}, B: ${JSON.stringify(offsets(eb))}, away ${away.offset} (${away.reason}), back ${back.offset}`);
 
-    await browser.close();
-    const exit = await dugout.stop();
-    assert.deepEqual(exit, { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
-  } catch (e) {
-    e.message += `\n--- dugout log ---\n${dugout.log()}`;
-    throw e;
-  } finally {
-    await browser?.close();
-    await dugout.stop();
-  }
+  });
 });
 
 test('client: a roll in flight when the connection drops is retried with its id and resolves once', { skip, timeout: 60_000 }, async (t) => {
-  const dugout = await startDugout({ ALLOWED_ORIGINS: '127.0.0.1:*', RESUME_WINDOW: '10s' });
-  let browser;
-  try {
-    browser = await launchBrowser();
+  await withDugout({ ALLOWED_ORIGINS: '127.0.0.1:*', RESUME_WINDOW: '10s' }, async ({ dugout, browser }) => {
     const game = randomUUID();
     const m = await moduleURL(dugout, pages, t);
     const src = `${pages.base}/?${new URLSearchParams({ m, ws: dugout.wsURL, game })}`;
@@ -140,14 +125,5 @@ test('client: a roll in flight when the connection drops is retried with its id 
       const os = offsets(evs);
       assert.deepEqual(os, [...new Set(os)].sort((x, y) => x - y), `${p.name}: offsets increasing, none twice`);
     }
-    await browser.close();
-    const exit = await dugout.stop();
-    assert.deepEqual(exit, { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
-  } catch (e) {
-    e.message += `\n--- dugout log ---\n${dugout.log()}`;
-    throw e;
-  } finally {
-    await browser?.close();
-    await dugout.stop();
-  }
+  });
 });

@@ -7,8 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 
 import { moduleURL, offsets, openPage, startPages } from './clientpage.mjs';
-import { browserSuite, launchBrowser, launchPlainBrowser, startDugout, waitFor } from './harness.mjs';
-import { BASE_ENV, INIT, instrument, tapSockets, waitLog, kinds, membersOf, sidOf, srcFor, parseLine, logs } from './lifecycle.mjs';
+import { browserSuite, launchPlainBrowser, waitFor, withDugout } from './harness.mjs';
+import { BASE_ENV, INIT, instrument, tapSockets, waitLog, kinds, membersOf, sidOf, srcFor, parseLine } from './lifecycle.mjs';
 
 const { skip, pages } = await browserSuite('the client background browser tests', startPages);
 
@@ -65,10 +65,7 @@ async function twoPlayers(context, src) {
 // log says so; this client never closes with 1001) and the client resumes the same session. Either way:
 // connected throughout the freeze, then every event once, in order, in the same session, no resync.
 test('client background: a frozen page stays connected while frozen (the browser answers pings) and, thawed, gets every missed event once, in order, in the same session', { skip, timeout: 60_000 }, async (t) => {
-  const dugout = await startDugout(STALL_ENV);
-  let browser;
-  try {
-    browser = await launchPlainBrowser();
+  await withDugout(STALL_ENV, async ({ dugout, browser }) => {
     const tap = tapSockets(browser.context);
     await browser.context.addInitScript(INIT);
     const game = randomUUID();
@@ -114,15 +111,7 @@ test('client background: a frozen page stays connected while frozen (the browser
     t.diagnostic(`${rolls.length} rolls in ${ms} ms while A was frozen; at the thaw ` +
       (closedByBrowser ? 'the browser closed A\'s socket (1001) and the client resumed its session' : 'A\'s socket lived on'));
 
-    await browser.close();
-    assert.deepEqual(await dugout.stop(), { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
-  } catch (e) {
-    e.message += logs(dugout);
-    throw e;
-  } finally {
-    await browser?.close().catch(() => {}); // dugout is stopped whatever happens here
-    await dugout.stop();
-  }
+  }, { launch: launchPlainBrowser });
 });
 
 // A page whose scripts are stopped while the browser's network stack runs on: paused in the debugger
@@ -130,10 +119,7 @@ test('client background: a frozen page stays connected while frozen (the browser
 // would be. Nothing closes its socket; the frames wait for the page in the browser, and when it runs again
 // it reads them all, in order, without ever reconnecting.
 test('client background: a page whose scripts are stopped stays connected and then gets every missed event once, in order, without reconnecting', { skip, timeout: 60_000 }, async (t) => {
-  const dugout = await startDugout(STALL_ENV);
-  let browser;
-  try {
-    browser = await launchBrowser();
+  await withDugout(STALL_ENV, async ({ dugout, browser }) => {
     const tap = tapSockets(browser.context);
     await browser.context.addInitScript(INIT);
     const game = randomUUID();
@@ -166,28 +152,17 @@ test('client background: a page whose scripts are stopped stays connected and th
     await a.waitEvent((e) => e.t === 'dice_rolled' && e.offset === next.offset, 'a roll after the pause');
     t.diagnostic(`${rolls.length} rolls in ${ms} ms while A's scripts were stopped`);
 
-    await browser.close();
-    assert.deepEqual(await dugout.stop(), { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
-  } catch (e) {
-    e.message += logs(dugout);
-    throw e;
-  } finally {
-    await browser?.close().catch(() => {}); // dugout is stopped whatever happens here
-    await dugout.stop();
-  }
+  });
 });
 
 // ---------------------------------------------------------------- 4. a hidden page
 
 test('client background: a page hidden for longer than SESSION_TIMEOUT expires with 4000; the client sends no heartbeat of its own', { skip, timeout: 60_000 }, async (t) => {
   const TIMEOUT = 3000;
-  const dugout = await startDugout({
+  await withDugout({
     ...BASE_ENV, PING_INTERVAL: '300ms', PING_TIMEOUT: '1s',
     SESSION_TIMEOUT: `${TIMEOUT}ms`, EXPIRY_WARNING: '1s', EXPIRY_CHECK_INTERVAL: '250ms',
-  });
-  let browser;
-  try {
-    browser = await launchPlainBrowser();
+  }, async ({ dugout, browser }) => {
     const ctx = browser.context;
     const tap = tapSockets(ctx);
     await ctx.addInitScript(INIT);
@@ -239,13 +214,5 @@ test('client background: a page hidden for longer than SESSION_TIMEOUT expires w
     assert.deepEqual([back.dials, back.sessionState], [1, 'ended'], 'no reconnect on becoming visible after an expiry');
     t.diagnostic(`hidden ${(ended.at - hidden.at).toFixed(0)} ms before its end; expiring ${warn.expires_in_ms} ms before the end; the connection lasted ${end.duration} ms`);
 
-    await browser.close();
-    assert.deepEqual(await dugout.stop(), { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
-  } catch (e) {
-    e.message += logs(dugout);
-    throw e;
-  } finally {
-    await browser?.close().catch(() => {}); // dugout is stopped whatever happens here
-    await dugout.stop();
-  }
+  }, { launch: launchPlainBrowser });
 });

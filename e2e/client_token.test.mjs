@@ -9,7 +9,7 @@ import { createServer } from 'node:http';
 import { test } from 'node:test';
 
 import { moduleURL, openPage } from './clientpage.mjs';
-import { browserSuite, launchBrowser, mintJWT, startDugout, waitFor } from './harness.mjs';
+import { browserSuite, mintJWT, waitFor, withDugout } from './harness.mjs';
 
 const { skip, pages } = await browserSuite('the client token browser tests', startTokenPages);
 
@@ -79,24 +79,12 @@ const waitLog = (p, pred, what, timeout = 10_000) =>
   waitFor(() => p.log.find(pred), { timeout, what: `${p.name}: ${what}`, describe: p.describe });
 
 // scenario runs body against a fresh dugout and browser, with a page of the token server in a new game.
-async function scenario(t, body) {
-  const dugout = await startDugout(ENV);
-  let browser;
-  try {
-    browser = await launchBrowser();
+function scenario(t, body) {
+  return withDugout(ENV, async ({ dugout, browser }) => {
     const m = await moduleURL(dugout, pages, t);
     const src = `${pages.base}/?${new URLSearchParams({ m, ws: dugout.wsURL, game: randomUUID() })}`;
     await body({ dugout, browser, src });
-    await browser.close();
-    const exit = await dugout.stop();
-    assert.deepEqual(exit, { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
-  } catch (e) {
-    e.message += `\n--- dugout log ---\n${dugout.log()}`;
-    throw e;
-  } finally {
-    await browser?.close();
-    await dugout.stop();
-  }
+  });
 }
 
 test('client token: warned before exp, the client refreshes in-band by itself and the connection outlives the old exp', { skip, timeout: 60_000 }, async (t) => {

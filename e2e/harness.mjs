@@ -399,6 +399,26 @@ export async function launchPlainBrowser() {
   };
 }
 
+// withDugout runs body({ dugout, browser }) against a fresh dugout started with env and a browser from launch
+// (launchBrowser unless given); it checks that dugout exits 0 on SIGTERM, adds dugout's log to any failure,
+// and ends both whatever happens.
+export async function withDugout(env, body, { launch = launchBrowser } = {}) {
+  const dugout = await startDugout(env);
+  let browser;
+  try {
+    browser = await launch();
+    await body({ dugout, browser });
+    await browser.close();
+    assert.deepEqual(await dugout.stop(), { code: 0, signal: null }, 'dugout should exit 0 after SIGTERM');
+  } catch (e) {
+    e.message += `\n--- dugout log ---\n${dugout.log()}`;
+    throw e;
+  } finally {
+    await browser?.close().catch(() => {}); // dugout is stopped whatever happens here
+    await dugout.stop();
+  }
+}
+
 let ids = 0;
 
 // openClient opens a new page on the test page and connects its WebSocket to wsURL.
