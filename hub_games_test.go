@@ -124,17 +124,28 @@ func TestHubLateSweepPostponesExpiry(t *testing.T) {
 	})
 }
 
+// oneMember starts a hub with hubGamesConfig and seats one session, sid-a
+// of user 1, in hubGame, set first to state unless it is "". It returns the
+// hub, the session's conn (its queue drained) and the time it started.
+func oneMember(t *testing.T, state string) (*hub, *conn, time.Time) {
+	t.Helper()
+	h := startTestHub(t, hubGamesConfig())
+	t0 := time.Now()
+	if state != "" {
+		hubPut(t, h, hubGame, state)
+	}
+	a := fakeHubConn("sid-a", hubUser(1), 8)
+	hubRegister(t, h, a)
+	hubTell(t, h, joinCmd(a, hubGame, ""))
+	takeQueued(t, a)
+	return h, a, t0
+}
+
 func TestHubTimeoutChangesUnderASession(t *testing.T) {
 	t0Sweep := func(h *hub, t0 time.Time, d time.Duration) sweepMsg { return sweepMsg{now: t0.Add(d)} }
 	t.Run("a longer timeout withdraws the warning; a new one comes", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := startTestHub(t, hubGamesConfig())
-			t0 := time.Now()
-			hubPut(t, h, hubGame, "in_progress")
-			a := fakeHubConn("sid-a", hubUser(1), 8)
-			hubRegister(t, h, a)
-			hubTell(t, h, joinCmd(a, hubGame, ""))
-			takeQueued(t, a)
+			h, a, t0 := oneMember(t, "in_progress")
 			hubTell(t, h, t0Sweep(h, t0, 60*time.Second))
 			expectQueued(t, a, "session_expiring")
 			time.Sleep(90 * time.Second)
@@ -153,12 +164,7 @@ func TestHubTimeoutChangesUnderASession(t *testing.T) {
 	})
 	t.Run("a shorter timeout keeps the announced expiry", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := startTestHub(t, hubGamesConfig())
-			t0 := time.Now()
-			a := fakeHubConn("sid-a", hubUser(1), 8)
-			hubRegister(t, h, a)
-			hubTell(t, h, joinCmd(a, hubGame, ""))
-			takeQueued(t, a)
+			h, a, t0 := oneMember(t, "")
 			hubTell(t, h, t0Sweep(h, t0, 240*time.Second)) // SESSION_TIMEOUT's warning: expiry at 300 s
 			expectQueued(t, a, "session_expiring")
 			time.Sleep(250 * time.Second)
@@ -172,13 +178,7 @@ func TestHubTimeoutChangesUnderASession(t *testing.T) {
 	})
 	t.Run("a shorter timeout already past warns before it expires", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := startTestHub(t, hubGamesConfig())
-			t0 := time.Now()
-			hubPut(t, h, hubGame, "lobby")
-			a := fakeHubConn("sid-a", hubUser(1), 8)
-			hubRegister(t, h, a)
-			hubTell(t, h, joinCmd(a, hubGame, ""))
-			takeQueued(t, a)
+			h, a, t0 := oneMember(t, "lobby")
 			time.Sleep(600 * time.Second)
 			hubPut(t, h, hubGame, "in_progress")
 			expectQueued(t, a, "game_updated")
@@ -195,13 +195,7 @@ func TestHubTimeoutChangesUnderASession(t *testing.T) {
 	})
 	t.Run("a kick out of the longer game", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := startTestHub(t, hubGamesConfig())
-			t0 := time.Now()
-			hubPut(t, h, hubGame, "lobby")
-			a := fakeHubConn("sid-a", hubUser(1), 8)
-			hubRegister(t, h, a)
-			hubTell(t, h, joinCmd(a, hubGame, ""))
-			takeQueued(t, a)
+			h, a, t0 := oneMember(t, "lobby")
 			time.Sleep(400 * time.Second)
 			reply := make(chan int, 1)
 			if n, _ := ask(h, kickMsg{game: hubGame, sid: a.sid, reply: reply}, reply); n != 1 {
