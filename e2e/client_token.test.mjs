@@ -139,8 +139,9 @@ test('client token: refused refreshes are retried, the 4002 close comes at exp +
     // Date.now() of the page and of this process is one clock; exp is whole seconds.
     assert.ok(expired.at >= closeAt - 20 && expired.at < closeAt + 2000,
       `closed ${expired.at - closeAt} ms after exp + grace, want at it (and not before)`);
-    const reconnecting = of(a, 'state').find((e) => e.state === 'reconnecting');
-    assert.equal(reconnecting?.reason, 'token_expired', 'the goodbye names token_expired');
+    // Each record is its own round trip to this process: wait for the state event, do not just look.
+    const reconnecting = await waitLog(a, (e) => e.kind === 'state' && e.state === 'reconnecting', 'reconnecting');
+    assert.equal(reconnecting.reason, 'token_expired', 'the goodbye names token_expired');
     const resumed = await waitLog(a, (e) => e.kind === 'state' && e.state === 'open' && e.reason === 'resumed', 'resumed');
     assert.ok(resumed, 'resumed');
     assert.equal(await a.page.evaluate(() => window.session.sid), ready.sid, 'the same session');
