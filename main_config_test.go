@@ -47,6 +47,7 @@ func contractDefaults() config {
 		ShutdownRetrySpread: 10 * time.Second,
 		TokenRefreshWarning: 60 * time.Second,
 		TokenExpiryGrace:    25 * time.Second,
+		NodeTTL:             15 * time.Second,
 		GameStateTimeouts:   "lobby=30m,in_progress=5m,paused=30m,final=2m",
 		HealthGameIDs:       "public",
 		stateTimeouts: map[string]time.Duration{"lobby": 30 * time.Minute, "in_progress": 5 * time.Minute,
@@ -110,7 +111,7 @@ func TestConfigDefaultsMatchContract(t *testing.T) {
 			"SEND_QUEUE_BYTES", "MAX_GAME_SESSIONS", "HTTP_TIMEOUT", "HTTP_IDLE_TIMEOUT",
 			"RESUME_WINDOW", "GAME_HISTORY_FRAMES", "GAME_HISTORY_BYTES", "ACTION_ID_TTL", "ACTION_ID_MAX", "SHUTDOWN_RETRY_SPREAD",
 			"TOKEN_REFRESH_WARNING", "TOKEN_EXPIRY_GRACE", "WEBHOOK_URL", "WEBHOOK_SECRET", "SERVICE_TOKEN", "GAME_STATE_TIMEOUTS",
-			"OPERATOR_TOKEN", "HEALTH_GAME_IDS"}
+			"OPERATOR_TOKEN", "HEALTH_GAME_IDS", "REDIS_URL", "NODE_ID", "NODE_TTL"}
 		fields := configFields()
 		for _, key := range want {
 			if _, ok := fields[key]; !ok {
@@ -223,7 +224,7 @@ func TestConfigValidOverrides(t *testing.T) {
 				SendQueueBytes: 100000, MaxGameSessions: 2, HTTPTimeout: 3 * time.Second, HTTPIdleTimeout: 7 * time.Second,
 				ResumeWindow: 60 * time.Second, GameHistoryFrames: 256, GameHistoryBytes: 262144, ActionIDTTL: 120 * time.Second,
 				ActionIDMax: 256, ShutdownRetrySpread: 10 * time.Second, webhookTiming: contractWebhookTiming,
-				TokenRefreshWarning: 60 * time.Second, TokenExpiryGrace: 25 * time.Second,
+				TokenRefreshWarning: 60 * time.Second, TokenExpiryGrace: 25 * time.Second, NodeTTL: 15 * time.Second,
 				GameStateTimeouts: "lobby=30m,in_progress=5m,paused=30m,final=2m", HealthGameIDs: "public",
 				stateTimeouts: map[string]time.Duration{"lobby": 30 * time.Minute, "in_progress": 5 * time.Minute,
 					"paused": 30 * time.Minute, "final": 2 * time.Minute},
@@ -358,6 +359,15 @@ func TestConfigInvalidValuesNameTheVariable(t *testing.T) {
 		{"GAME_STATE_TIMEOUTS entry shorter than a raised EXPIRY_WARNING", []string{"EXPIRY_WARNING=3m"}, []string{"GAME_STATE_TIMEOUTS", "EXPIRY_WARNING"}},
 		{"GAME_STATE_TIMEOUTS entry over 24h", []string{"GAME_STATE_TIMEOUTS=lobby=24h1s"}, []string{"GAME_STATE_TIMEOUTS"}},
 		{"GAME_STATE_TIMEOUTS negative entry", []string{"GAME_STATE_TIMEOUTS=lobby=-5m"}, []string{"GAME_STATE_TIMEOUTS"}},
+		{"REDIS_URL not redis", []string{"REDIS_URL=http://cache.example:6379"}, []string{"REDIS_URL"}},
+		{"REDIS_URL without scheme", []string{"REDIS_URL=cache.example:6379"}, []string{"REDIS_URL"}},
+		{"REDIS_URL bad database", []string{"REDIS_URL=redis://cache.example:6379/zero"}, []string{"REDIS_URL"}},
+		{"NODE_ID with a space", []string{"NODE_ID=node 1"}, []string{"NODE_ID"}},
+		{"NODE_ID of 65 characters", []string{"NODE_ID=" + strings.Repeat("n", 65)}, []string{"NODE_ID"}},
+		{"NODE_ID with a slash", []string{"NODE_ID=a/b"}, []string{"NODE_ID"}},
+		{"NODE_TTL zero", []string{"NODE_TTL=0"}, []string{"NODE_TTL"}},
+		{"NODE_TTL negative", []string{"NODE_TTL=-15s"}, []string{"NODE_TTL"}},
+		{"NODE_TTL unparsable", []string{"NODE_TTL=soon"}, []string{"NODE_TTL"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := loadConfig(tc.environ)
