@@ -40,6 +40,11 @@ var (
 	reasonTakenOver = closeReason{code: 4001, word: "taken_over", sendsClose: true, retryAfterMS: -1}
 	reasonShutdown  = closeReason{code: websocket.StatusGoingAway, word: "shutdown", presence: presenceDisconnected,
 		sendsClose: true, retryAfterMS: 0}
+	// In a cluster a shutdown hands every session over to the other nodes,
+	// and a node declared dead gives up its conns the same way: the client
+	// resumes elsewhere.
+	reasonHandOver = closeReason{code: websocket.StatusGoingAway, word: "shutdown", presence: presenceDisconnected,
+		sendsClose: true, resumable: true, retryAfterMS: 0}
 	reasonTooBig = closeReason{code: websocket.StatusMessageTooBig, word: "too_big", presence: presenceDisconnected,
 		sendsClose: true, retryAfterMS: -1}
 	reasonBinary = closeReason{code: websocket.StatusUnsupportedData, word: "binary", presence: presenceDisconnected,

@@ -114,3 +114,42 @@ func withOffset(frame []byte, n uint64) []byte {
 	}
 	return append(out, frame[cut:]...)
 }
+
+// mirror keeps an event sequenced elsewhere (in Redis, cluster mode) at the
+// offset it was given: a new epoch starts the history afresh, and so does a
+// gap, since a ring with a hole would replay the wrong events.
+func (g *gameLog) mirror(epoch string, offset uint64, framed []byte) {
+	if epoch != g.epoch || offset != g.last+1 {
+		g.seed(epoch, offset-1, nil)
+	}
+	g.last = offset
+	g.keep(framed)
+}
+
+// seed replaces the history with frames, the events up to last of epoch
+// (oldest first; fewer than last when older ones were dropped).
+func (g *gameLog) seed(epoch string, last uint64, frames [][]byte) {
+	for g.n > 0 {
+		g.dropOldest()
+	}
+	g.epoch, g.last = epoch, last
+	for _, f := range frames {
+		g.keep(f)
+	}
+}
+
+// offsetOf reads the offset withOffset put first in an event's data; 0 for none.
+func offsetOf(framed []byte) uint64 {
+	cut := bytes.Index(framed, []byte(`"data":{"offset":`))
+	if cut < 0 {
+		return 0
+	}
+	var n uint64
+	for _, c := range framed[cut+len(`"data":{"offset":`):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n
+}

@@ -94,6 +94,7 @@ type hubConfig struct {
 	settingsTTL   time.Duration // seatless settings are kept this long; 0 means the contract's hour
 	settingsMax   int           // seatless settings kept at most; 0 means the contract's 100 000
 	metrics       *metrics      // counts what the hub does; nil counts nothing
+	bridge        *bridge       // cluster mode's Redis side; nil on one node
 }
 
 // hubBatch bounds how many queued messages the hub handles per wake-up, so a
@@ -113,6 +114,7 @@ type hub struct {
 	done  chan struct{} // closed when run returns
 
 	// owned by the hub goroutine
+	cl        *clusterState // nil on one node
 	idx       *index
 	slow      []*session // sessions whose queue overflowed during the current message
 	sweeping  bool       // a sweep has steps left
@@ -131,6 +133,9 @@ func newHub(cfg hubConfig, inboxSize int) *hub {
 		done:  make(chan struct{}),
 	}
 	h.idx = h.newIndex()
+	if cfg.bridge != nil {
+		h.cl = newClusterState(cfg.bridge)
+	}
 	return h
 }
 
@@ -246,6 +251,7 @@ func (h *hub) handle(m hubMsg) bool {
 		m.reply <- ok
 		if ok {
 			h.armToken(s, now)
+			h.putRecord(s, true)
 		}
 	case unregisterMsg:
 		if s := h.idx.sessions[m.sid]; s != nil && s.conn == m.c {
@@ -276,8 +282,28 @@ func (h *hub) handle(m hubMsg) bool {
 		h.kick(m)
 	case gameDetailsRequest:
 		h.gameDetails(m)
+	case mailMsg:
+		h.mail(m)
+	case claimedMsg:
+		h.claimed(m)
+	case releaseMsg:
+		h.release(m)
+	case adoptMsg:
+		h.adoptAll(m)
+	case engineMsg:
+		h.engine(m)
+	case unsentMsg:
+		h.unsent(m)
+	case resumeTimeoutMsg:
+		h.resumeTimedOut(m)
+	case clusterCountsRequest:
+		h.clusterCounts(m)
 	case shutdownMsg:
-		h.shutdown()
+		if h.clustered() {
+			h.handOver()
+		} else {
+			h.shutdown()
+		}
 		return false
 	}
 	h.dropSlow()

@@ -47,9 +47,15 @@ func (h *hub) command(m commandMsg) {
 		h.presence(cmd.game, s, m.note, m.others)
 		h.idx.leave(s, cmd.game)
 		h.retimeSession(s, true)
+		h.putRecord(s, false)
+		h.forgetIfUnheld(cmd.game)
 	default: // the game actions: decisions and dice
 		if !h.idx.inGame(s, cmd.game) {
 			h.refuse(s, notInGame(cmd))
+			return
+		}
+		if h.clustered() {
+			h.clusterAction(s, m, exactlyOnce, now)
 			return
 		}
 		framed := h.event(cmd.game, s, m.others)
@@ -73,13 +79,17 @@ func (h *hub) join(s *session, m commandMsg) []byte {
 				message: "a session may be in at most " + strconv.Itoa(h.cfg.maxGames) + " games"}))
 			return nil
 		}
-		if h.idx.seatsIn(game)-len(rivals) >= h.cfg.maxSeats { // a superseded seat makes room
+		if h.seatsIn(game)-len(rivals)-len(h.remoteRivals(s, game)) >= h.cfg.maxSeats { // a superseded seat makes room
 			h.refuse(s, encodeError(&protoError{code: codeGameFull, id: m.cmd.id,
 				message: "game " + game.String() + " has all its " + strconv.Itoa(h.cfg.maxSeats) + " seats taken"}))
 			return nil
 		}
 	}
 	h.supersede(rivals, game, s)
+	if h.clustered() && h.idx.join(s, game) {
+		h.clusterJoin(s, m)
+		return nil
+	}
 	if h.idx.join(s, game) {
 		h.cfg.metrics.joined(h.idx.seatsIn(game))
 		h.presence(game, s, m.note, m.others)
@@ -103,6 +113,9 @@ func (h *hub) members(game uuid.UUID, s *session) []member {
 			list = append(list, member{SID: other.sid, UserID: other.userID, Status: other.status()})
 		}
 	}
+	if h.cl != nil {
+		return h.clusterMembers(game, s, list)
+	}
 	slices.SortFunc(list[1:], func(a, b member) int { return strings.Compare(a.SID, b.SID) })
 	return list
 }
@@ -113,6 +126,10 @@ func (h *hub) members(game uuid.UUID, s *session) []member {
 // make except's own copy. A game nobody sits in any more has no events (nil).
 // Runs on the hub goroutine.
 func (h *hub) event(game uuid.UUID, except *session, shared []byte) []byte {
+	if h.clustered() {
+		h.emit(game, except, shared, "event", presenceNote{}, "", false, nil)
+		return nil
+	}
 	log := h.idx.logs[game]
 	if log == nil {
 		return nil

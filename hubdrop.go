@@ -43,7 +43,11 @@ func (h *hub) drop(s *session, presence string, r closeReason) {
 			h.presence(g, s, presenceNote{"left", presence}, encodePresence(g, s.sid, s.userID, "left", presence))
 		}
 	}
-	h.idx.remove(s.sid)
+	_, games := h.idx.remove(s.sid)
+	h.endRecord(s)
+	for _, g := range games {
+		h.forgetIfUnheld(g)
+	}
 	if conn != nil {
 		conn.stop(r)
 	}

@@ -126,10 +126,24 @@ func (h *hub) kick(m kickMsg) {
 		}
 	}
 	slices.SortFunc(victims, func(a, b *session) int { return strings.Compare(a.sid, b.sid) })
+	removed := len(victims)
+	if h.clustered() {
+		var remote []remoteMember
+		for _, rm := range h.cl.remote[m.game] {
+			if m.sid != "" && rm.sid == m.sid || m.userID != nil && rm.user != nil && *rm.user == *m.userID {
+				remote = append(remote, rm)
+			}
+		}
+		slices.SortFunc(remote, func(a, b remoteMember) int { return strings.Compare(a.sid, b.sid) })
+		for _, rm := range remote {
+			h.endRemoteSeat(m.game, rm, presenceKicked, "")
+		}
+		removed += len(remote)
+	}
 	for _, v := range victims {
 		h.unseat(v, m.game, presenceKicked, "")
 	}
-	m.reply <- len(victims)
+	m.reply <- removed
 }
 
 // rivals returns the other sessions of s's user seated in game when its seat
@@ -157,6 +171,11 @@ func (h *hub) supersede(rivals []*session, game uuid.UUID, by *session) {
 	for _, o := range rivals {
 		h.unseat(o, game, presenceSuperseded, by.sid)
 	}
+	if h.clustered() {
+		for _, rm := range h.remoteRivals(by, game) {
+			h.endRemoteSeat(game, rm, presenceSuperseded, by.sid)
+		}
+	}
 }
 
 // supersedeAll ends, in every single_seat game s holds, the seats of s's
@@ -179,9 +198,11 @@ func (h *hub) unseat(s *session, game uuid.UUID, reason, bySID string) {
 	h.deliver(s, encode("game_left", "", gameLeftData{GameID: game.String(), Reason: reason, BySID: bySID}))
 	// Told before the seat goes, as every leave is, so that a game's last
 	// seat ending is an event with an offset the webhook reports.
-	h.presence(game, s, presenceNote{"left", reason}, encodePresence(game, s.sid, s.userID, "left", reason))
+	h.presenceBy(game, s, presenceNote{"left", reason}, encodePresence(game, s.sid, s.userID, "left", reason), bySID)
 	h.idx.leave(s, game)
 	h.retimeSession(s, false)
+	h.putRecord(s, false)
+	h.forgetIfUnheld(game)
 }
 
 // retimeSession gives s the idle timeout its games set now; active says s

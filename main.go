@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	stdlog "log"
@@ -27,6 +28,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 )
 
@@ -98,6 +100,12 @@ type config struct {
 	OperatorToken string `env:"OPERATOR_TOKEN"`
 	HealthGameIDs string `env:"HEALTH_GAME_IDS" envDefault:"public"`
 
+	// Cluster mode over Redis (contract v2 §12; cluster.go). RedisURL is a
+	// secret (it may carry a password): it is never logged.
+	RedisURL string        `env:"REDIS_URL"`
+	NodeID   string        `env:"NODE_ID"`
+	NodeTTL  time.Duration `env:"NODE_TTL" envDefault:"15s"`
+
 	// Not configurable: the contract fixes them (the flood grace at 5 s, the
 	// webhook's batching, timeouts and bounds). Tests shorten them.
 	rateLimitGrace time.Duration
@@ -109,6 +117,7 @@ type config struct {
 	// 100 000 games (0 means those). Tests shorten them.
 	settingsTTL time.Duration
 	settingsMax int
+	redisOpts   *redis.Options // RedisURL parsed; nil on one node
 }
 
 // envelopeSlack is what a relayed frame may add to the client message it
@@ -230,6 +239,9 @@ func (c *config) validate() error {
 	if err := c.validateOperator(); err != nil {
 		return err
 	}
+	if err := c.validateCluster(); err != nil {
+		return err
+	}
 	level, err := zerolog.ParseLevel(c.LogLevel)
 	if err != nil || c.LogLevel == "" {
 		return fmt.Errorf("LOG_LEVEL=%q is not a level (trace, debug, info, warn, error, fatal, panic, disabled)", c.LogLevel)
@@ -270,6 +282,7 @@ type server struct {
 	slots      chan struct{} // one token per session when MAX_SESSIONS is set
 	health     healthCache
 	hook       *webhook // nil without WEBHOOK_URL
+	bridge     *bridge  // nil on one node
 	met        *metrics
 	gatherer   prometheus.Gatherer // what /dashboard/data reads counters and histograms from: met's registry
 	dashRing   readRing            // the dashboard's earlier readings, for rates
@@ -289,6 +302,17 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		hook = newWebhook(cfg.webhookTarget, cfg.WebhookSecret, cfg.webhookTiming, log)
 	}
 	met := newMetrics()
+	var h *hub
+	var b *bridge
+	if cfg.redisOpts != nil {
+		node := cfg.NodeID
+		if node == "" {
+			node = rand.Text()[:16]
+		}
+		b = newBridge(bridgeConfig{opts: cfg.redisOpts, node: node, ttl: cfg.NodeTTL,
+			historyFrames: cfg.GameHistoryFrames, historyBytes: cfg.GameHistoryBytes},
+			log, func(m hubMsg) bool { return h.send(m) }, func() (hubCounts, []int64, bool) { return h.askClusterCounts() })
+	}
 	s := &server{
 		cfg:      cfg,
 		log:      log,
@@ -312,8 +336,10 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			settingsTTL:    cfg.settingsTTL,
 			settingsMax:    cfg.settingsMax,
 			metrics:        met,
+			bridge:         b,
 		}, 1024),
 		hook:      hook,
+		bridge:    b,
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
 	met.watch(s.hub.askCounts, s.draining.Load, hook)
@@ -330,7 +356,11 @@ func newServer(cfg config, log zerolog.Logger) *server {
 	janCtx, stopJan := context.WithCancel(context.Background())
 	s.stopJan = stopJan
 	s.background.Add(1)
+	h = s.hub
 	go func() { defer s.background.Done(); s.hub.run() }()
+	if b != nil {
+		b.start()
+	}
 	if cfg.SessionTimeout > 0 {
 		s.background.Add(1)
 		go func() { defer s.background.Done(); janitor(janCtx, s.hub, cfg.ExpiryCheckInterval) }()
@@ -394,7 +424,17 @@ func (s *server) stopConns(deadline time.Time, stopHTTP func(context.Context) er
 	s.hub.send(shutdownMsg{})
 	s.stopJan()
 	done := make(chan struct{})
-	go func() { s.handlers.Wait(); s.background.Wait(); close(done) }()
+	go func() {
+		s.handlers.Wait()
+		s.background.Wait()
+		if s.bridge != nil {
+			// After the hub's hand-over: what it queued runs first, then the
+			// node's key goes, so the others adopt its sessions at once.
+			s.bridge.deregister(time.Until(deadline))
+			s.bridge.stop()
+		}
+		close(done)
+	}()
 	soft := time.NewTimer(time.Until(deadline) * 4 / 5)
 	defer soft.Stop()
 	select {

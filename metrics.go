@@ -36,6 +36,7 @@ type metrics struct {
 
 	receivedBytes, sentBytes prometheus.Counter
 	pongTimeouts, duplicates prometheus.Counter
+	bridgeRefused           prometheus.Counter // operations a full bridge queue refused (cluster mode)
 
 	pingRTT, hubStep, gameSize prometheus.Histogram
 	awayBack, awayLeft         prometheus.Histogram
@@ -166,6 +167,7 @@ func newMetrics() *metrics {
 	m.sentBytes = counter("dugout_sent_bytes_total", "Payload bytes of the WebSocket messages written.")
 	m.pongTimeouts = counter("dugout_pong_timeouts_total", "Pings that got no pong within PING_TIMEOUT.")
 	m.duplicates = counter("dugout_action_duplicates_total", "Actions retried under an id already executed, answered dup.")
+	m.bridgeRefused = counter("dugout_cluster_bridge_full_total", "Operations the Redis bridge's full queue refused (cluster mode); their events reached this node's players only.")
 
 	m.pingRTT = histogram("dugout_ping_rtt_seconds", "Ping round trip.",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
@@ -292,6 +294,13 @@ func (m *metrics) refreshed(result string) {
 func (m *metrics) pongTimeout() {
 	if m != nil {
 		m.pongTimeouts.Inc()
+	}
+}
+
+// bridgeFull counts an operation the bridge's full queue refused.
+func (m *metrics) bridgeFull() {
+	if m != nil {
+		m.bridgeRefused.Inc()
 	}
 }
 

@@ -55,6 +55,7 @@ func (h *hub) goAway(s *session, r closeReason) {
 	for g := range s.games {
 		h.presence(g, s, presenceNote{statusAway, s.awayReason}, encodeAway(g, s.sid, s.userID, s.awayReason, h.cfg.resumeWindow))
 	}
+	h.putRecord(s, false)
 }
 
 // stopWindow stops s's window timer, if it is away. Runs on the hub goroutine.
@@ -97,6 +98,10 @@ func (h *hub) resume(m resumeMsg) {
 		fail(resumeDisabled, "this server keeps no session past its connection (RESUME_WINDOW=0)")
 		return
 	}
+	if h.clustered() {
+		h.clusterResume(m, fresh)
+		return
+	}
 	s := h.idx.byToken[hashToken(m.req.token)]
 	switch {
 	case s == nil || s == fresh:
@@ -134,20 +139,26 @@ func (h *hub) resume(m resumeMsg) {
 	for _, frame := range replay {
 		out.force(frame) // bounded by the histories, and never counted against the queue
 	}
-	if s.warned {
-		// The warning went to no conn (the session was away) or to the one
-		// this takeover ends: this conn hears it now, and still gets at least
-		// EXPIRY_WARNING (resume is not activity, so the expiry stands).
-		now := time.Now()
-		at := laterOf(s.expiresAt, now.Add(h.cfg.expiryWarning))
-		h.idx.warn(s, at)
-		h.deliver(s, encodeExpiring(now, at, h.timeoutGame(s)))
-	}
+	h.repeatWarning(s)
 	h.moveToken(fresh, s)
 	if s.conn != nil { // a token already past its grace sends the session away again at once
 		h.supersedeAll(s) // live frames, after what the client was sent as caught up
 	}
 	m.reply <- s.sid
+}
+
+// repeatWarning sends s's pending expiry warning to its new conn. The
+// warning went to no conn (the session was away) or to the one a takeover
+// ends: this conn hears it now, and still gets at least EXPIRY_WARNING
+// (resume is not activity, so the expiry stands). Runs on the hub goroutine.
+func (h *hub) repeatWarning(s *session) {
+	if !s.warned {
+		return
+	}
+	now := time.Now()
+	at := laterOf(s.expiresAt, now.Add(h.cfg.expiryWarning))
+	h.idx.warn(s, at)
+	h.deliver(s, encodeExpiring(now, at, h.timeoutGame(s)))
 }
 
 // catchUp works out, for every game s holds, where it stands and whether the

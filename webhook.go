@@ -244,6 +244,23 @@ type presenceNote struct{ status, reason string }
 // checks the source), so the webhook hears every one, whatever its reason.
 // Runs on the hub goroutine.
 func (h *hub) presence(game uuid.UUID, s *session, note presenceNote, shared []byte) {
+	h.presenceThen(game, s, note, shared, "", nil)
+}
+
+// presenceBy is presence for a seat superseded by session by (or "").
+// Runs on the hub goroutine.
+func (h *hub) presenceBy(game uuid.UUID, s *session, note presenceNote, shared []byte, by string) {
+	h.presenceThen(game, s, note, shared, by, nil)
+}
+
+// presenceThen is presence that runs then, in cluster mode, once the event
+// is sequenced (on one node it is sequenced at once, and then is not
+// needed). Runs on the hub goroutine.
+func (h *hub) presenceThen(game uuid.UUID, s *session, note presenceNote, shared []byte, by string, then func(mailMsg)) {
+	if h.clustered() {
+		h.clusterPresence(game, s, note, shared, by, then)
+		return
+	}
 	if h.event(game, s, shared) == nil || h.cfg.webhook == nil {
 		return
 	}

@@ -1,0 +1,512 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+)
+
+// The bridge is this node's one owner of Redis connections (contract v2 §12).
+// The hub never waits on Redis: it pushes operations into the bridge's queue
+// without waiting (a full queue is counted, never waited on), and hears back
+// through its inbox. Three goroutines:
+//   - the publisher runs the hub's operations in the hub's order over one
+//     connection (a pool of one and no retries: two tries of one script, or
+//     two connections, could reorder a game's events);
+//   - the mailbox reader reads this node's one channel and hands the hub
+//     each game's events in offset order, once each, repairing a gap from
+//     the game's stream (messages lost while go-redis reconnected);
+//   - the heartbeat keeps this node alive, finds dead nodes and reaps them,
+//     and tells the hub when Redis is lost, found empty, or back.
+
+// bridgeOp is an operation the hub hands the publisher.
+type bridgeOp any
+
+// emitOp sequences one game event (emitScript).
+type emitOp struct {
+	game     string
+	kind     string // event, joined, away, back, left
+	sid      string
+	user     *int64
+	frame    []byte // the event without its offset
+	head     header
+	snapshot bool // the origin wants the member list with its copy (a join)
+}
+
+// recordOp writes (rec != nil) or deletes a session's record, which lets
+// any node resume it and a reaper adopt it.
+type recordOp struct {
+	sid   string
+	token string // the hex hash of its resume token
+	rec   []byte // nil: the session ended
+	fresh bool   // a new session: its token and owner are written
+}
+
+// claimOp asks for the session a resume token names, for the conn whose
+// fresh session is ref (claimScript).
+type claimOp struct {
+	token string
+	ref   string
+}
+
+// moveOp hands session sid, released by this node, to node to, which asked
+// for it for its conn's fresh session ref.
+type moveOp struct {
+	sid, to, ref string
+	rec          []byte // nil: the session is gone, unless stored
+	stored       bool   // take the record Redis holds: the hub has stopped
+}
+
+// resyncOp registers again, after Redis came back, what this node holds of
+// one game: its seats, by sid, with their status.
+type resyncOp struct {
+	game  string
+	seats []remoteMember
+}
+
+// engineMsg tells the hub what the bridge knows of Redis.
+type engineMsg struct {
+	up     bool
+	fenced bool // a reaper declared this node dead: close every conn, resumable
+	resync bool // Redis lost what this node registered: register it again
+}
+
+// unsentMsg hands back an event the publisher could not sequence, so the
+// hub delivers it to its own players (the engine is down, or the game is
+// no longer in Redis).
+type unsentMsg struct {
+	op     emitOp
+	nogame bool
+}
+
+// adoptMsg gives the hub a dead node's sessions, now this node's.
+type adoptMsg struct {
+	records []sessionRecord
+}
+
+// releaseMsg asks the hub for session sid, which node to's conn (fresh
+// session ref) resumes.
+type releaseMsg struct {
+	sid, to, ref string
+}
+
+// claimedMsg answers a claimOp: the session (nil when no node holds it),
+// with each of its games as Redis holds them.
+type claimedMsg struct {
+	ref   string
+	rec   *sessionRecord
+	games map[string]*fetchedGame
+}
+
+// fetchedGame is a game as Redis holds it: its position, its history and its members.
+type fetchedGame struct {
+	epoch   string
+	last    uint64
+	frames  [][]byte // the history, oldest first, ending at last
+	members []remoteMember
+}
+
+// bridgeConfig is what the bridge needs of the configuration.
+type bridgeConfig struct {
+	opts          *redis.Options
+	node          string
+	ttl           time.Duration
+	historyFrames int
+	historyBytes  int
+	queue         int // operations the publisher's queue holds
+}
+
+// bridge is one node's Redis side.
+type bridge struct {
+	// set at construction
+	cfg         bridgeConfig
+	incarnation string // this process: a reaper fences this one, not a later start with the same NODE_ID
+	log         zerolog.Logger
+	pub         *redis.Client // the publisher's one connection
+	aux         *redis.Client // reads, heartbeats, repairs
+	ops         chan bridgeOp
+	toHub       func(hubMsg) bool
+	counts      func() (hubCounts, []int64, bool)
+	ctx         context.Context
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+
+	up      atomic.Bool
+	full    atomic.Uint64 // operations refused by a full queue
+	gaps    atomic.Uint64 // events lost for good (not in the stream any more)
+	refusal atomic.Uint64 // events Redis refused to sequence (fenced, game gone)
+
+	// each game's epoch and next offset: written by the mailbox reader, and
+	// by the hub when it stops following a game (held for map steps only)
+	feedMu sync.Mutex
+	feed   map[string]*feedPos
+}
+
+// feedPos is where the mailbox reader stands in one game.
+type feedPos struct {
+	epoch string
+	next  uint64
+}
+
+// newBridge returns a bridge that will talk to Redis once started.
+func newBridge(cfg bridgeConfig, log zerolog.Logger, toHub func(hubMsg) bool, counts func() (hubCounts, []int64, bool)) *bridge {
+	pubOpts := *cfg.opts
+	pubOpts.PoolSize, pubOpts.MinIdleConns, pubOpts.MaxRetries = 1, 1, -1
+	auxOpts := *cfg.opts
+	auxOpts.PoolSize = 4
+	if cfg.queue <= 0 {
+		cfg.queue = 65536
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &bridge{cfg: cfg, incarnation: rand.Text()[:12], log: log.With().Str("node", cfg.node).Logger(),
+		pub: redis.NewClient(&pubOpts), aux: redis.NewClient(&auxOpts), ops: make(chan bridgeOp, cfg.queue),
+		toHub: toHub, counts: counts, ctx: ctx, cancel: cancel, feed: make(map[string]*feedPos)}
+}
+
+// push queues op for the publisher without waiting; false when the queue is full.
+func (b *bridge) push(op bridgeOp) bool {
+	select {
+	case b.ops <- op:
+		return true
+	default:
+		b.full.Add(1)
+		return false
+	}
+}
+
+// start registers the node and starts the goroutines. It waits for the
+// mailbox subscription so that nothing sequenced for this node afterwards
+// can be missed, but not for Redis itself: a node started while Redis is
+// down serves its own players and joins the cluster when Redis answers.
+func (b *bridge) start() {
+	ps := b.aux.Subscribe(b.ctx)
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(4096), redis.WithChannelHealthCheckInterval(time.Second))
+	b.wg.Add(3)
+	go b.publishLoop()
+	go b.mailLoop(ps, ch)
+	go b.heartbeatLoop()
+	if err := ps.Subscribe(b.ctx, mailbox(b.cfg.node)); err != nil {
+		b.log.Warn().Err(err).Msg("redis mailbox subscription failed; retrying in the background")
+	}
+}
+
+// stop ends the goroutines and closes the connections. Called once the hub has stopped.
+func (b *bridge) stop() {
+	b.cancel()
+	b.wg.Wait()
+	b.pub.Close()
+	b.aux.Close()
+}
+
+// deregister deletes this node's liveness key, so that the others reap its
+// sessions now rather than after NODE_TTL: what a SIGTERM in a cluster does.
+// It returns once the publisher has run everything queued before it.
+func (b *bridge) deregister(timeout time.Duration) {
+	done := make(chan struct{})
+	if !b.push(deregisterOp{done: done}) {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	}
+}
+
+// deregisterOp is the publisher's last operation at a shutdown.
+type deregisterOp struct{ done chan struct{} }
+
+// publishLoop runs the hub's operations in order.
+func (b *bridge) publishLoop() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case op := <-b.ops:
+			b.run(op)
+		}
+	}
+}
+
+// run applies one operation. An emit that cannot reach Redis goes back to
+// the hub, which delivers it to its own players.
+func (b *bridge) run(op bridgeOp) {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	switch op := op.(type) {
+	case emitOp:
+		if !b.up.Load() {
+			b.toHub(unsentMsg{op: op})
+			return
+		}
+		keys := append(gameKeys(op.game), seatsKey)
+		snap := "0"
+		if op.snapshot {
+			snap = "1"
+		}
+		res, err := emitScript.Run(ctx, b.pub, keys, b.cfg.node, op.kind, op.sid, userField(op.user), op.frame,
+			newEpoch(), b.cfg.historyFrames, b.cfg.historyBytes, op.head.encode(), snap,
+			keyPrefix+"node:", keyPrefix+"mbox:", op.game).StringSlice()
+		var refused redis.Error
+		switch {
+		case errors.As(err, &refused):
+			// Redis answered, with an error: a bug of ours, not an outage.
+			b.refusal.Add(1)
+			b.log.Error().Err(err).Str("game_id", op.game).Msg("redis refused a game event")
+			b.toHub(unsentMsg{op: op})
+		case err != nil:
+			b.lost(err)
+			b.toHub(unsentMsg{op: op})
+		case len(res) == 1 && res[0] == "nogame":
+			b.refusal.Add(1)
+			b.toHub(unsentMsg{op: op, nogame: true})
+		case len(res) == 1 && res[0] == "fenced":
+			b.refusal.Add(1)
+		}
+	case recordOp:
+		b.record(ctx, op)
+	case claimOp:
+		b.claim(ctx, op)
+	case moveOp:
+		b.move(ctx, op)
+	case resyncOp:
+		b.resync(ctx, op)
+	case deregisterOp:
+		if err := b.pub.Del(ctx, nodeKey(b.cfg.node)).Err(); err != nil {
+			b.log.Warn().Err(err).Msg("could not deregister the node; the others reap it after NODE_TTL")
+		}
+		close(op.done)
+	}
+}
+
+// lost marks Redis unreachable and tells the hub, once.
+func (b *bridge) lost(err error) {
+	if b.up.Swap(false) {
+		b.log.Warn().Err(err).Msg("redis unreachable: serving this node's own players until it answers")
+		b.toHub(engineMsg{up: false})
+	}
+}
+
+// record writes or deletes a session's record, its owner and token.
+func (b *bridge) record(ctx context.Context, op recordOp) {
+	if !b.up.Load() {
+		return // registered again at the resync
+	}
+	p := b.pub.TxPipeline()
+	if op.rec == nil {
+		p.HDel(ctx, nodeSessions(b.cfg.node), op.sid)
+		p.Del(ctx, ownerKey(op.sid))
+		p.Del(ctx, tokenKey(op.token))
+	} else {
+		p.HSet(ctx, nodeSessions(b.cfg.node), op.sid, op.rec)
+		if op.fresh {
+			p.Set(ctx, ownerKey(op.sid), b.cfg.node, 0)
+			p.Set(ctx, tokenKey(op.token), op.sid, 0)
+		}
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		b.lost(err)
+	}
+}
+
+// mailLoop reads this node's mailbox and hands the hub what it says, in order.
+func (b *bridge) mailLoop(ps *redis.PubSub, ch <-chan any) {
+	defer b.wg.Done()
+	defer ps.Close()
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case v, ok := <-ch:
+			if !ok {
+				return
+			}
+			switch v := v.(type) {
+			case *redis.Subscription:
+				// A (re)subscription: whatever was published while the
+				// connection was down is in the streams; each game's next
+				// event repairs its gap (repair).
+				if v.Kind == "subscribe" {
+					b.log.Debug().Msg("redis mailbox subscribed")
+				}
+			case *redis.Message:
+				b.mail(v.Payload)
+			}
+		}
+	}
+}
+
+// mail handles one mailbox message.
+func (b *bridge) mail(raw string) {
+	if strings.HasPrefix(raw, "C") {
+		b.control(raw[1:])
+		return
+	}
+	m, err := parseMail(raw)
+	if err != nil {
+		b.log.Error().Err(err).Msg("unreadable mailbox message")
+		return
+	}
+	b.feedMu.Lock()
+	pos := b.feed[m.head.game]
+	if pos == nil || pos.epoch != m.epoch || m.head.origin == b.cfg.node && m.members != nil {
+		pos = &feedPos{epoch: m.epoch, next: m.offset}
+		b.feed[m.head.game] = pos
+	}
+	b.feedMu.Unlock()
+	switch {
+	case m.offset < pos.next:
+		return // seen already: a repair fetched it
+	case m.offset > pos.next:
+		b.repair(m.head.game, pos, m.offset)
+	}
+	pos.next = m.offset + 1
+	b.toHub(m)
+}
+
+// repair hands the hub the events of game from pos.next up to before upTo,
+// read from the game's stream: mailbox messages lost while the subscription
+// was down. What the stream no longer holds is counted and logged.
+func (b *bridge) repair(game string, pos *feedPos, upTo uint64) {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	entries, err := b.aux.XRange(ctx, gameKeys(game)[1], strconv.FormatUint(pos.next, 10)+"-1", strconv.FormatUint(upTo-1, 10)+"-1").Result()
+	want := pos.next
+	if err == nil {
+		for _, e := range entries {
+			off, _ := strconv.ParseUint(strings.TrimSuffix(e.ID, "-1"), 10, 64)
+			frame, _ := e.Values["f"].(string)
+			if off < want {
+				continue
+			}
+			if off > want {
+				b.gaps.Add(off - want)
+			}
+			b.toHub(mailMsg{epoch: pos.epoch, offset: off, head: header{game: game, kind: "repair"}, frame: []byte(frame)})
+			want = off + 1
+		}
+	}
+	if want < upTo {
+		b.gaps.Add(upTo - want)
+		b.log.Warn().Str("game_id", game).Uint64("from", want).Uint64("to", upTo-1).Msg("game events lost to this node: not in the stream any more")
+	}
+}
+
+// unfollow forgets where the mailbox stands in game, which this node no
+// longer holds: its next event here, if it holds it again, starts afresh.
+// Called by the hub; holds the lock for a map step.
+func (b *bridge) unfollow(game string) {
+	b.feedMu.Lock()
+	delete(b.feed, game)
+	b.feedMu.Unlock()
+}
+
+// newEpoch names a new unbroken history of a game.
+func newEpoch() string { return rand.Text() }
+
+// heartbeatLoop keeps the node alive every NODE_TTL/3, and reaps the nodes
+// that are not.
+func (b *bridge) heartbeatLoop() {
+	defer b.wg.Done()
+	tick := time.NewTicker(b.cfg.ttl / 3)
+	defer tick.Stop()
+	registered := false
+	for {
+		registered = b.beat(registered)
+		if b.up.Load() {
+			b.reap()
+		}
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// beat runs one heartbeat and reports whether the node is registered.
+func (b *bridge) beat(registered bool) bool {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ttl/3)
+	defer cancel()
+	value := "0|0|0"
+	c, users, ok := b.counts()
+	if ok {
+		value = strconv.Itoa(c.connected+c.away) + "|" + strconv.Itoa(c.connected) + "|" + strconv.Itoa(c.away)
+	}
+	now := time.Now().UnixMilli()
+	res, err := heartbeatScript.Run(ctx, b.aux, []string{nodeKey(b.cfg.node), nodesKey, deadKey(b.cfg.node), incKey},
+		b.incarnation, value, now, b.cfg.ttl.Milliseconds(), b.cfg.node).Text()
+	switch {
+	case err != nil:
+		if !errors.Is(err, context.Canceled) {
+			b.lost(err)
+		}
+		return registered
+	case res == "fenced":
+		b.log.Error().Msg("this node was declared dead by another: closing every connection, resumable")
+		b.up.Store(false)
+		b.toHub(engineMsg{fenced: true})
+		// Start again as a new incarnation, holding nothing.
+		b.incarnation = rand.Text()[:12]
+		return false
+	}
+	// The node's users, for an exact unique_users across nodes (a user with
+	// sessions on two nodes counts once): rewritten whole at every beat.
+	p := b.aux.TxPipeline()
+	p.Del(ctx, nodeUsers(b.cfg.node))
+	if len(users) > 0 {
+		ids := make([]any, len(users))
+		for i, u := range users {
+			ids[i] = u
+		}
+		p.SAdd(ctx, nodeUsers(b.cfg.node), ids...)
+	}
+	p.PExpire(ctx, nodeUsers(b.cfg.node), 2*b.cfg.ttl)
+	p.Exec(ctx)
+	wasUp := b.up.Swap(true)
+	if !wasUp || res == "new" && registered {
+		b.toHub(engineMsg{up: true, resync: registered || res == "new"})
+	}
+	return true
+}
+
+// reap finds the nodes whose liveness key is gone and claims their
+// sessions. Of several nodes trying, one wins (reapScript).
+func (b *bridge) reap() {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.ttl/3)
+	defer cancel()
+	nodes, err := b.aux.ZRange(ctx, nodesKey, 0, -1).Result()
+	if err != nil {
+		return
+	}
+	for _, n := range nodes {
+		if n == b.cfg.node {
+			continue
+		}
+		alive, err := b.aux.Exists(ctx, nodeKey(n)).Result()
+		if err != nil || alive == 1 {
+			continue
+		}
+		res, err := reapScript.Run(ctx, b.aux, []string{nodeKey(n), nodesKey, deadKey(n), nodeSessions(n), nodeSessions(b.cfg.node), incKey},
+			n, b.cfg.node, (100 * b.cfg.ttl).Milliseconds()).StringSlice()
+		if err != nil || len(res) == 0 {
+			continue
+		}
+		var recs []sessionRecord
+		for i := 0; i+1 < len(res); i += 2 {
+			if r, err := parseRecord([]byte(res[i+1])); err == nil {
+				recs = append(recs, r)
+			}
+		}
+		b.log.Warn().Str("dead_node", n).Int("sessions", len(recs)).Msg("reaped a dead node's sessions")
+		b.toHub(adoptMsg{records: recs})
+	}
+}

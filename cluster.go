@@ -1,0 +1,278 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cluster mode (contract v2 §12): with REDIS_URL set, Redis is every game's
+// sequencer, history and member list, and each node's mailbox. This file
+// holds the keys and the scripts; bridge.go the goroutines that run them, and
+// hubcluster.go what the hub does with what they bring.
+//
+// Every change to a game is one script run, atomic in Redis: it checks that
+// the node is still alive (a node declared dead sequences nothing more, so it
+// can leave no ghost), gives the event the game's next offset, appends it to
+// the game's stream within the history's bounds, updates the member list, and
+// publishes the event to the mailbox of every node that holds a member of the
+// game. A node subscribes to its own mailbox once, at start, so no per-game
+// subscription can race a publish: a node that seats its first member of a
+// game is added to the game's nodes by the very script that sequences the
+// join, before anything later is published.
+
+// keyPrefix starts every key dugout writes, so one Redis can be shared.
+const keyPrefix = "dugout:"
+
+// Keys of one game: meta (epoch, seq, bytes), its stream of events, its
+// members (sid -> node|status|user) and its nodes (node -> members held).
+func gameKeys(game string) []string {
+	base := keyPrefix + "g:" + game + ":"
+	return []string{base + "meta", base + "log", base + "mem", base + "nodes"}
+}
+
+func nodeKey(node string) string     { return keyPrefix + "node:" + node }      // alive while set; value: its counts
+func deadKey(node string) string     { return keyPrefix + "dead:" + node }      // the incarnation a reaper fenced
+func mailbox(node string) string     { return keyPrefix + "mbox:" + node }      // the node's one channel
+func nodeSessions(node string) string { return keyPrefix + "n:" + node + ":s" } // sid -> session record
+func nodeUsers(node string) string    { return keyPrefix + "n:" + node + ":u" } // the users it holds, a set
+const nodesKey = keyPrefix + "nodes"                                             // node -> last heartbeat (ms), a sorted set
+const seatsKey = keyPrefix + "seats"                                             // game id -> seats, for health
+const incKey = keyPrefix + "inc"                                                 // node -> its running incarnation
+
+func tokenKey(hash string) string { return keyPrefix + "t:" + hash } // resume token hash -> sid
+func ownerKey(sid string) string  { return keyPrefix + "s:" + sid }  // sid -> the node that holds it
+
+// emitScript sequences one game event. KEYS: gameKeys, then the seats hash.
+// ARGV: node, kind (event, joined, away, back, left), sid, user, frame (the
+// event without its offset), a fresh epoch in case the game is new, history
+// frames and bytes, the header the mailboxes carry, whether the origin wants
+// the member list, the node key prefix, the mailbox prefix, the game id. It returns {epoch, offset}, or {"fenced"} for a
+// node declared dead, or {"nogame"} for an event of a game Redis does not hold.
+var emitScript = redis.NewScript(`
+local node, kind, sid, user, frame = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('EXISTS', ARGV[11] .. node) == 0 then return {'fenced'} end
+local meta, log, mem, nodes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  if kind ~= 'joined' and kind ~= 'back' and kind ~= 'away' then return {'nogame'} end
+  epoch = ARGV[6]
+  redis.call('DEL', log, mem, nodes)
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'bytes', 0)
+end
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local framed = frame
+local cut = string.find(frame, '"data":{', 1, true)
+if cut then
+  local at = cut + 8
+  local sep = ','
+  if string.sub(frame, at, at) == '}' then sep = '' end
+  framed = string.sub(frame, 1, at - 1) .. '"offset":' .. seq .. sep .. string.sub(frame, at)
+end
+local targets = {}
+targets[node] = true
+local function drop(n)
+  if redis.call('HINCRBY', nodes, n, -1) <= 0 then redis.call('HDEL', nodes, n) end
+end
+if kind ~= 'event' then
+  local old = redis.call('HGET', mem, sid)
+  if old then
+    local was = string.match(old, '^([^|]*)')
+    targets[was] = true
+    if kind == 'left' or was ~= node then drop(was) end
+    if kind ~= 'left' and was ~= node then redis.call('HINCRBY', nodes, node, 1) end
+  elseif kind ~= 'left' then
+    redis.call('HINCRBY', nodes, node, 1)
+    redis.call('HINCRBY', KEYS[5], ARGV[13], 1)
+  end
+  if kind == 'left' then
+    if old then
+      redis.call('HDEL', mem, sid)
+      if redis.call('HINCRBY', KEYS[5], ARGV[13], -1) <= 0 then redis.call('HDEL', KEYS[5], ARGV[13]) end
+    end
+  else
+    local status = 'connected'
+    if kind == 'away' then status = 'away' end
+    redis.call('HSET', mem, sid, node .. '|' .. status .. '|' .. user)
+  end
+end
+local bytes = tonumber(redis.call('HGET', meta, 'bytes'))
+local maxF, maxB = tonumber(ARGV[7]), tonumber(ARGV[8])
+local n = redis.call('XLEN', log)
+while n > 0 and (n >= maxF or bytes + #framed > maxB) do
+  local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
+  redis.call('XDEL', log, first[1][1])
+  bytes = bytes - #first[1][2][2]
+  n = n - 1
+end
+if #framed <= maxB then
+  redis.call('XADD', log, seq .. '-1', 'f', framed)
+  bytes = bytes + #framed
+end
+redis.call('HSET', meta, 'bytes', bytes)
+local list = redis.call('HKEYS', nodes)
+for _, t in ipairs(list) do targets[t] = true end
+local head = 'E' .. epoch .. '\31' .. seq .. '\31' .. ARGV[9] .. '\n'
+local snapshot = ''
+if ARGV[10] == '1' then
+  local all = redis.call('HGETALL', mem)
+  local parts = {}
+  for i = 1, #all, 2 do parts[#parts + 1] = all[i] .. '=' .. all[i + 1] end
+  snapshot = table.concat(parts, '\30')
+end
+for t, _ in pairs(targets) do
+  local body = ''
+  if t == node then body = snapshot end
+  redis.call('PUBLISH', ARGV[12] .. t, head .. body .. '\n' .. framed)
+end
+if redis.call('HLEN', mem) == 0 then
+  redis.call('DEL', meta, log, mem, nodes)
+end
+return {epoch, tostring(seq)}
+`)
+
+// heartbeatScript keeps a node alive. KEYS: its node key, the nodes set, its
+// tombstone, the incarnations hash. ARGV: the incarnation, counts (the key's value), now (ms), the
+// TTL (ms). It returns "fenced" when a reaper has declared this incarnation
+// dead, "new" when Redis did not know the node (a first start, or Redis came
+// back empty: the node must register what it holds again), and "ok".
+var heartbeatScript = redis.NewScript(`
+if redis.call('GET', KEYS[3]) == ARGV[1] then return 'fenced' end
+local known = redis.call('ZSCORE', KEYS[2], ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+if known then return 'ok' end
+return 'new'
+`)
+
+// reapScript claims a dead node's sessions for the reaper. KEYS: the dead
+// node's key, the nodes set, its tombstone, its sessions, the reaper's
+// sessions, the incarnations hash. ARGV: the dead node's id, the reaper's
+// id, the tombstone's TTL (ms). Only the first reaper to run it for a node gets its sessions (ZREM
+// succeeds once); the rest get an empty list. The tombstone names the
+// incarnation that died, so that incarnation fences itself if it wakes.
+var reapScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return {} end
+redis.call('SET', KEYS[3], redis.call('HGET', KEYS[6], ARGV[1]) or '', 'PX', ARGV[3])
+local all = redis.call('HGETALL', KEYS[4])
+redis.call('DEL', KEYS[4])
+for i = 1, #all, 2 do
+  redis.call('HSET', KEYS[5], all[i], all[i + 1])
+  redis.call('SET', 'dugout:s:' .. all[i], ARGV[2])
+end
+return all
+`)
+
+// nodeIDPattern is what NODE_ID may be (contract v2 §1).
+var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// validateCluster checks REDIS_URL, NODE_ID and NODE_TTL. Its errors never
+// repeat the URL: it may carry a password.
+func (c *config) validateCluster() error {
+	if c.NodeTTL <= 0 {
+		return errors.New("NODE_TTL must be greater than zero")
+	}
+	if c.NodeID != "" && !nodeIDPattern.MatchString(c.NodeID) {
+		return fmt.Errorf("NODE_ID must be 1 to 64 of A-Z a-z 0-9 _ . - (it has %d characters)", len(c.NodeID))
+	}
+	if c.RedisURL == "" {
+		return nil
+	}
+	opts, err := redis.ParseURL(c.RedisURL)
+	if err != nil {
+		return errors.New("REDIS_URL must be a redis:// or rediss:// URL (redis://[user:password@]host:port/db)")
+	}
+	c.redisOpts = opts
+	return nil
+}
+
+// header is what a mailbox message says besides its frame: which node sent
+// it, the origin's own ticket (what its hub waits to complete), the kind of
+// event and the session it is about, and for a seat ended by another node
+// the reason and the superseding sid.
+type header struct {
+	origin string
+	ticket uint64
+	kind   string
+	game   string
+	sid    string
+	user   string
+	reason string
+	by     string
+}
+
+// encodeHeader writes h as one line of fields the scripts never read.
+func (h header) encode() string {
+	return strings.Join([]string{h.origin, strconv.FormatUint(h.ticket, 10), h.kind, h.game, h.sid, h.user, h.reason, h.by}, "\x1f")
+}
+
+// mailMsg is one parsed mailbox message: an event, or a control message.
+type mailMsg struct {
+	epoch   string
+	offset  uint64
+	head    header
+	members []remoteMember // the origin's snapshot, after a join it asked it for
+	frame   []byte
+}
+
+// remoteMember is a member as Redis lists it.
+type remoteMember struct {
+	sid    string
+	node   string
+	status string
+	user   *int64
+}
+
+// parseMail reads a mailbox message: "E<epoch>\x1f<offset>\x1f<header>\n<members>\n<frame>".
+func parseMail(raw string) (mailMsg, error) {
+	line, rest, ok := strings.Cut(raw, "\n")
+	snap, frame, ok2 := strings.Cut(rest, "\n")
+	if !ok || !ok2 || !strings.HasPrefix(line, "E") {
+		return mailMsg{}, errors.New("mailbox message without its three parts")
+	}
+	f := strings.Split(line[1:], "\x1f")
+	if len(f) != 10 {
+		return mailMsg{}, fmt.Errorf("mailbox header with %d fields", len(f))
+	}
+	off, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return mailMsg{}, fmt.Errorf("mailbox offset %q: %w", f[1], err)
+	}
+	ticket, _ := strconv.ParseUint(f[3], 10, 64)
+	m := mailMsg{epoch: f[0], offset: off, frame: []byte(frame),
+		head: header{origin: f[2], ticket: ticket, kind: f[4], game: f[5], sid: f[6], user: f[7], reason: f[8], by: f[9]}}
+	if snap != "" {
+		for _, p := range strings.Split(snap, "\x1e") {
+			sid, v, _ := strings.Cut(p, "=")
+			m.members = append(m.members, parseMember(sid, v))
+		}
+	}
+	return m, nil
+}
+
+// parseMember reads a member value, node|status|user.
+func parseMember(sid, v string) remoteMember {
+	parts := strings.SplitN(v, "|", 3)
+	for len(parts) < 3 {
+		parts = append(parts, "")
+	}
+	rm := remoteMember{sid: sid, node: parts[0], status: parts[1]}
+	if id, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
+		rm.user = &id
+	}
+	return rm
+}
+
+// userField is how a user id travels in the scripts' arguments: empty for anonymous.
+func userField(u *int64) string {
+	if u == nil {
+		return ""
+	}
+	return strconv.FormatInt(*u, 10)
+}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sessions in a cluster: each node keeps in Redis a record of every session
+// it holds (its games, whether it is away, its remembered actions), so that
+// any node can resume it and a reaper can adopt it when its node dies. A
+// resume on another node moves the record: the claimant asks, the holder
+// releases (ending its conn, if any, as taken over), and the record and the
+// session's seats move to the claimant in one script, before anything later
+// is published, so the claimant's mailbox carries every event after it.
+
+// sessionRecord is what Redis keeps of a session.
+type sessionRecord struct {
+	SID     string      `json:"sid"`
+	User    *int64      `json:"user"`
+	Token   string      `json:"tok"` // hex SHA-256 of its resume token
+	Games   []string    `json:"games"`
+	Away    bool        `json:"away"`
+	Since   int64       `json:"since,omitempty"` // away since (Unix ms)
+	Reason  string      `json:"reason,omitempty"`
+	Actions []actionRec `json:"actions,omitempty"`
+}
+
+// actionRec is one remembered action in a record (actions.go).
+type actionRec struct {
+	ID      string `json:"id"`
+	Digest  []byte `json:"d"`
+	At      int64  `json:"at"`
+	Reply   []byte `json:"r,omitempty"`
+	Offset  uint64 `json:"o,omitempty"`
+	Results []int  `json:"x,omitempty"`
+}
+
+// parseRecord reads a record written by encodeRecord.
+func parseRecord(b []byte) (sessionRecord, error) {
+	var r sessionRecord
+	err := json.Unmarshal(b, &r)
+	return r, err
+}
+
+// moveMembers is the part of the claim and move scripts that moves sid's
+// seats in the games of its record (ARGV[5], JSON) to node ARGV[2], and its
+// record from node ARGV[1]'s sessions to ARGV[2]'s.
+const moveMembers = `
+local rec = cjson.decode(ARGV[5])
+for _, g in ipairs(rec.games or {}) do
+  local mem, nodes = 'dugout:g:' .. g .. ':mem', 'dugout:g:' .. g .. ':nodes'
+  local old = redis.call('HGET', mem, ARGV[3])
+  if old then
+    local was, rest = string.match(old, '^([^|]*)(.*)$')
+    if was ~= ARGV[2] then
+      if redis.call('HINCRBY', nodes, was, -1) <= 0 then redis.call('HDEL', nodes, was) end
+      redis.call('HINCRBY', nodes, ARGV[2], 1)
+      redis.call('HSET', mem, ARGV[3], ARGV[2] .. rest)
+    end
+  end
+end
+redis.call('HDEL', 'dugout:n:' .. ARGV[1] .. ':s', ARGV[3])
+redis.call('HSET', 'dugout:n:' .. ARGV[2] .. ':s', ARGV[3], ARGV[5])
+redis.call('SET', 'dugout:s:' .. ARGV[3], ARGV[2])
+redis.call('PUBLISH', 'dugout:mbox:' .. ARGV[2], 'Cmoved\31' .. ARGV[3] .. '\31' .. ARGV[4] .. '\n' .. ARGV[5])
+`
+
+// claimScript finds the session a token names for node ARGV[1]'s conn
+// (fresh session ARGV[2]). KEYS: the token's key. A live holder is asked to
+// release it ({"asked"}); a dead one's record is taken at once ({"moved"});
+// {"unknown"} when no node holds it.
+var claimScript = redis.NewScript(`
+local sid = redis.call('GET', KEYS[1])
+if not sid then return {'unknown'} end
+local owner = redis.call('GET', 'dugout:s:' .. sid)
+if not owner then return {'unknown'} end
+if owner ~= ARGV[1] and redis.call('EXISTS', 'dugout:node:' .. owner) == 1 then
+  redis.call('PUBLISH', 'dugout:mbox:' .. owner, 'Crelease\31' .. sid .. '\31' .. ARGV[1] .. '\31' .. ARGV[2] .. '\n')
+  return {'asked'}
+end
+local rec = redis.call('HGET', 'dugout:n:' .. owner .. ':s', sid)
+if not rec then return {'unknown'} end
+ARGV[5] = rec
+ARGV[3] = sid
+ARGV[4] = ARGV[2]
+ARGV[2] = ARGV[1]
+ARGV[1] = owner
+` + moveMembers + `
+return {'moved'}
+`)
+
+// moveScript hands a released session to the node that claimed it. ARGV:
+// this node, the claimant, the sid, the claimant's fresh session, the record.
+var moveScript = redis.NewScript(moveMembers + `return 1`)
+
+// claim asks Redis for the session op's token names. Whatever the answer,
+// the hub hears it through this node's mailbox (moved) or the holder's
+// (asked, then moved or gone); only an unknown token is answered here.
+func (b *bridge) claim(ctx context.Context, op claimOp) {
+	res, err := claimScript.Run(ctx, b.pub, []string{tokenKey(op.token)}, b.cfg.node, op.ref).StringSlice()
+	if err != nil {
+		b.lost(err)
+	}
+	if err != nil || len(res) == 0 || res[0] == "unknown" {
+		b.toHub(claimedMsg{ref: op.ref})
+	}
+}
+
+// move hands a released session to its claimant, or tells the claimant it
+// is gone (op.rec nil: the session ended before it could be released).
+func (b *bridge) move(ctx context.Context, op moveOp) {
+	if op.stored {
+		if rec, err := b.pub.HGet(ctx, nodeSessions(b.cfg.node), op.sid).Bytes(); err == nil {
+			op.rec = rec
+		}
+	}
+	if op.rec == nil {
+		b.pub.Publish(ctx, mailbox(op.to), "Cgone\x1f"+op.sid+"\x1f"+op.ref+"\n")
+		return
+	}
+	if err := moveScript.Run(ctx, b.pub, nil, b.cfg.node, op.to, op.sid, op.ref, op.rec).Err(); err != nil {
+		b.lost(err)
+		b.pub.Publish(ctx, mailbox(op.to), "Cgone\x1f"+op.sid+"\x1f"+op.ref+"\n")
+	}
+}
+
+// control handles a control message from the mailbox: a release asked of
+// this node, a session moved to it, or a claim that found it gone.
+func (b *bridge) control(raw string) {
+	line, body, _ := strings.Cut(raw, "\n")
+	f := strings.Split(line, "\x1f")
+	switch {
+	case f[0] == "release" && len(f) == 4:
+		if !b.toHub(releaseMsg{sid: f[1], to: f[2], ref: f[3]}) {
+			// The hub has stopped (a shutdown hands over): the record it
+			// wrote last is the session.
+			b.push(moveOp{sid: f[1], to: f[2], ref: f[3], stored: true})
+		}
+	case f[0] == "gone" && len(f) == 3:
+		b.toHub(claimedMsg{ref: f[2]})
+	case f[0] == "moved" && len(f) == 3:
+		rec, err := parseRecord([]byte(body))
+		if err != nil {
+			b.log.Error().Err(err).Msg("unreadable session record")
+			b.toHub(claimedMsg{ref: f[2]})
+			return
+		}
+		b.toHub(claimedMsg{ref: f[2], rec: &rec, games: b.fetch(rec.Games)})
+	}
+}
+
+// fetch reads each game as Redis holds it, and follows it from there on:
+// the mailbox's later events start after what was read. Runs on the
+// mailbox reader.
+func (b *bridge) fetch(games []string) map[string]*fetchedGame {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	out := make(map[string]*fetchedGame, len(games))
+	for _, g := range games {
+		keys := gameKeys(g)
+		p := b.aux.Pipeline()
+		meta := p.HMGet(ctx, keys[0], "epoch", "seq")
+		log := p.XRange(ctx, keys[1], "-", "+")
+		mem := p.HGetAll(ctx, keys[2])
+		if _, err := p.Exec(ctx); err != nil && err != redis.Nil {
+			continue
+		}
+		v := meta.Val()
+		if len(v) < 2 || v[0] == nil {
+			continue // the game ended meanwhile
+		}
+		fg := &fetchedGame{epoch: v[0].(string)}
+		fg.last, _ = strconv.ParseUint(v[1].(string), 10, 64)
+		for _, e := range log.Val() {
+			f, _ := e.Values["f"].(string)
+			fg.frames = append(fg.frames, []byte(f))
+		}
+		if n := len(log.Val()); n > 0 {
+			// The stream ends at last unless its last event was too large to keep.
+			lastID, _ := strconv.ParseUint(strings.TrimSuffix(log.Val()[n-1].ID, "-1"), 10, 64)
+			if lastID != fg.last {
+				fg.frames = nil
+			}
+		}
+		for sid, val := range mem.Val() {
+			fg.members = append(fg.members, parseMember(sid, val))
+		}
+		out[g] = fg
+		b.feedMu.Lock()
+		b.feed[g] = &feedPos{epoch: fg.epoch, next: fg.last + 1}
+		b.feedMu.Unlock()
+	}
+	return out
+}
+
+// resync registers again what this node holds of one game, after Redis
+// came back empty or after an outage: its seats, with this node as their
+// holder, in a game that gets a new epoch if Redis lost it.
+var resyncScript = redis.NewScript(`
+local meta, mem, nodes = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('HGET', meta, 'epoch') == false then
+  redis.call('DEL', KEYS[4], mem, nodes)
+  redis.call('HSET', meta, 'epoch', ARGV[2], 'seq', 0, 'bytes', 0)
+end
+for i = 4, #ARGV, 2 do
+  if redis.call('HEXISTS', mem, ARGV[i]) == 0 then
+    redis.call('HINCRBY', nodes, ARGV[1], 1)
+    redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+  end
+  redis.call('HSET', mem, ARGV[i], ARGV[i + 1])
+end
+return 1
+`)
+
+// resync runs resyncScript for one game.
+func (b *bridge) resync(ctx context.Context, op resyncOp) {
+	keys := gameKeys(op.game)
+	args := []any{b.cfg.node, newEpoch(), op.game}
+	for _, m := range op.seats {
+		args = append(args, m.sid, b.cfg.node+"|"+m.status+"|"+userField(m.user))
+	}
+	if err := resyncScript.Run(ctx, b.pub, []string{keys[0], keys[2], keys[3], keys[1], seatsKey}, args...).Err(); err != nil {
+		b.lost(err)
+	}
+}
