@@ -44,6 +44,9 @@ func (c *healthCache) current(h *hub) (stats, []byte, bool) {
 // With HEALTH_GAME_IDS=operator, a caller without the operator token gets
 // the counts alone: the hub makes no copy of the seat counts for it.
 func (s *server) serveConnections(w http.ResponseWriter, r *http.Request) {
+	if s.bridge != nil && s.serveClusterConnections(w, r) {
+		return
+	}
 	hidden := s.gameIDsHidden(r)
 	var st stats
 	var perGame []byte
@@ -77,6 +80,9 @@ func (s *server) serveConnections(w http.ResponseWriter, r *http.Request) {
 	// Goroutines lets an operator (and the soak test) see that nothing
 	// outlives its connection: at rest it returns to the same baseline.
 	tail := append([]byte(`,"goroutines":`), strconv.Itoa(runtime.NumGoroutine())...)
+	if s.bridge != nil {
+		tail = append(tail, s.engineFields()...)
+	}
 	tail = append(tail, "}\n"...)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

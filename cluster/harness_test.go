@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"dugout/internal/servertest"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
 )
 
@@ -121,11 +123,17 @@ type client struct {
 // dial opens a client on p and reads its session frame.
 func dial(t *testing.T, addr string) *client {
 	t.Helper()
+	return dialURL(t, "ws://"+addr+"/ws")
+}
+
+// dialURL opens a client on the WebSocket URL u and reads its session frame.
+func dialURL(t *testing.T, u string) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws", nil)
+	ws, _, err := websocket.Dial(ctx, u, nil)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		t.Fatalf("dial %s: %v", u, err)
 	}
 	ws.SetReadLimit(-1)
 	c := &client{t: t, ws: ws, frames: make(chan *frame, 4096), done: make(chan struct{})}
@@ -182,6 +190,7 @@ func (c *client) expect(typ string, match func(*frame) bool) *frame {
 func (c *client) expectWithin(d time.Duration, typ string, match func(*frame) bool) *frame {
 	c.t.Helper()
 	deadline := time.After(d)
+	var skipped []string
 	for {
 		select {
 		case f, ok := <-c.frames:
@@ -194,8 +203,11 @@ func (c *client) expectWithin(d time.Duration, typ string, match func(*frame) bo
 			if f.Type == typ && (match == nil || match(f)) {
 				return f
 			}
+			if len(skipped) < 20 {
+				skipped = append(skipped, f.raw)
+			}
 		case <-deadline:
-			c.t.Fatalf("no %s frame within %s", typ, d)
+			c.t.Fatalf("no %s frame within %s; skipped:\n%s", typ, d, strings.Join(skipped, "\n"))
 		}
 	}
 }
@@ -255,3 +267,22 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // gameID returns a fresh game id for a test.
 func gameID(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", n+os.Getpid()%1000*1000) }
+
+// jwtSecret signs the tests' tokens.
+const jwtSecret = "cluster-test-secret"
+
+// dialAs opens a client on addr as user (an HS256 token signed with jwtSecret).
+func dialAs(t *testing.T, addr string, user int64) *client {
+	t.Helper()
+	return dialURL(t, "ws://"+addr+"/ws?token="+signToken(user))
+}
+
+// signToken mints an HS256 token for user, valid for an hour.
+func signToken(user int64) string {
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": strconv.FormatInt(user, 10),
+		"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(jwtSecret))
+	if err != nil {
+		panic(err)
+	}
+	return tok
+}
