@@ -35,14 +35,14 @@ func gameKeys(game string) []string {
 	return []string{base + "meta", base + "log", base + "mem", base + "nodes"}
 }
 
-func nodeKey(node string) string     { return keyPrefix + "node:" + node }      // alive while set; value: its counts
-func deadKey(node string) string     { return keyPrefix + "dead:" + node }      // the incarnation a reaper fenced
-func mailbox(node string) string     { return keyPrefix + "mbox:" + node }      // the node's one channel
+func nodeKey(node string) string      { return keyPrefix + "node:" + node }     // alive while set; value: its counts
+func deadKey(node string) string      { return keyPrefix + "dead:" + node }     // the incarnation a reaper fenced
+func mailbox(node string) string      { return keyPrefix + "mbox:" + node }     // the node's one channel
 func nodeSessions(node string) string { return keyPrefix + "n:" + node + ":s" } // sid -> session record
 func nodeUsers(node string) string    { return keyPrefix + "n:" + node + ":u" } // the users it holds, a set
-const nodesKey = keyPrefix + "nodes"                                             // node -> last heartbeat (ms), a sorted set
-const seatsKey = keyPrefix + "seats"                                             // game id -> seats, for health
-const incKey = keyPrefix + "inc"                                                 // node -> its running incarnation
+const nodesKey = keyPrefix + "nodes"  // node -> last heartbeat (ms), a sorted set
+const seatsKey = keyPrefix + "seats"  // game id -> seats, for health
+const incKey = keyPrefix + "inc"      // node -> its running incarnation
 
 func tokenKey(hash string) string { return keyPrefix + "t:" + hash } // resume token hash -> sid
 func ownerKey(sid string) string  { return keyPrefix + "s:" + sid }  // sid -> the node that holds it

@@ -26,12 +26,12 @@ type clusterState struct {
 	node string
 
 	// owned by the hub goroutine
-	up      bool                                       // events go through Redis
-	remote  map[uuid.UUID]map[string]remoteMember      // other nodes' members of the games this node holds
-	tickets map[uint64]func(m mailMsg)                 // what waits on an event this node emitted
-	ticket  uint64                                     // the last ticket given
-	gates   map[*session]map[uuid.UUID]struct{}        // games whose frames a session must not get yet
-	resumes map[string]*pendingResume                  // by the fresh sid of the conn that resumes
+	up      bool                                  // events go through Redis
+	remote  map[uuid.UUID]map[string]remoteMember // other nodes' members of the games this node holds
+	tickets map[uint64]func(m mailMsg)            // what waits on an event this node emitted
+	ticket  uint64                                // the last ticket given
+	gates   map[*session]map[uuid.UUID]struct{}   // games whose frames a session must not get yet
+	resumes map[string]*pendingResume             // by the fresh sid of the conn that resumes
 }
 
 // pendingResume is a resume waiting for Redis: for the session's record, or

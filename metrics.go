@@ -36,7 +36,7 @@ type metrics struct {
 
 	receivedBytes, sentBytes prometheus.Counter
 	pongTimeouts, duplicates prometheus.Counter
-	bridgeRefused           prometheus.Counter // operations a full bridge queue refused (cluster mode)
+	bridgeRefused            prometheus.Counter // operations a full bridge queue refused (cluster mode)
 
 	pingRTT, hubStep, gameSize prometheus.Histogram
 	awayBack, awayLeft         prometheus.Histogram

@@ -266,7 +266,9 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // gameID returns a fresh game id for a test.
-func gameID(n int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", n+os.Getpid()%1000*1000) }
+func gameID(n int) string {
+	return fmt.Sprintf("00000000-0000-4000-8000-%012d", n+os.Getpid()%1000*1000)
+}
 
 // jwtSecret signs the tests' tokens.
 const jwtSecret = "cluster-test-secret"
