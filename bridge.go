@@ -279,6 +279,10 @@ func (b *bridge) run(op bridgeOp) {
 		b.move(ctx, op)
 	case resyncOp:
 		b.resync(ctx, op)
+	case settingsOp:
+		b.storeSettings(ctx, op)
+	case lookupOp:
+		b.lookup(ctx, op)
 	case deregisterOp:
 		if err := b.pub.Del(ctx, nodeKey(b.cfg.node)).Err(); err != nil {
 			b.log.Warn().Err(err).Msg("could not deregister the node; the others reap it after NODE_TTL")

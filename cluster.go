@@ -121,6 +121,8 @@ local snapshot = ''
 if ARGV[10] == '1' then
   local all = redis.call('HGETALL', mem)
   local parts = {}
+  local st = redis.call('GET', 'dugout:set:' .. ARGV[13])
+  if st then parts[1] = '~settings=' .. st end
   for i = 1, #all, 2 do parts[#parts + 1] = all[i] .. '=' .. all[i + 1] end
   snapshot = table.concat(parts, '\30')
 end
@@ -217,8 +219,9 @@ type mailMsg struct {
 	epoch   string
 	offset  uint64
 	head    header
-	members []remoteMember // the origin's snapshot, after a join it asked it for
-	frame   []byte
+	members  []remoteMember // the origin's snapshot, after a join it asked it for
+	settings string         // with the snapshot: the game's settings in Redis (JSON), "" for none
+	frame    []byte
 }
 
 // remoteMember is a member as Redis lists it.
@@ -250,6 +253,10 @@ func parseMail(raw string) (mailMsg, error) {
 	if snap != "" {
 		for _, p := range strings.Split(snap, "\x1e") {
 			sid, v, _ := strings.Cut(p, "=")
+			if sid == "~settings" {
+				m.settings = v
+				continue
+			}
 			m.members = append(m.members, parseMember(sid, v))
 		}
 	}

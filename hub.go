@@ -298,6 +298,10 @@ func (h *hub) handle(m hubMsg) bool {
 		h.resumeTimedOut(m)
 	case clusterCountsRequest:
 		h.clusterCounts(m)
+	case kickLookupMsg:
+		h.kickLookedUp(m)
+	case updateLookupMsg:
+		h.updateLookedUp(m)
 	case shutdownMsg:
 		if h.clustered() {
 			h.handOver()

@@ -63,7 +63,11 @@ func (h *hub) clustered() bool { return h.cl != nil && h.cl.up }
 // when it comes back sequenced. Runs on the hub goroutine.
 func (h *hub) emit(game uuid.UUID, subject *session, shared []byte, kind string, note presenceNote, by string,
 	snapshot bool, done func(mailMsg)) {
-	op := emitOp{game: game.String(), kind: kind, frame: shared, snapshot: snapshot,
+	script := kind
+	if kind == "settings" {
+		script = "event" // a game_updated: an event like any, which the other nodes apply
+	}
+	op := emitOp{game: game.String(), kind: script, frame: shared, snapshot: snapshot,
 		head: header{origin: h.cl.node, kind: kind, game: game.String(), reason: note.reason, by: by}}
 	if subject != nil {
 		op.sid, op.user = subject.sid, subject.userID
@@ -122,7 +126,9 @@ func (h *hub) mail(m mailMsg) {
 	subject := h.idx.sessions[m.head.sid]
 	local := subject != nil && h.idx.inGame(subject, game)
 	switch {
-	case m.head.kind == "repair" || m.head.kind == "event":
+	case m.head.kind == "settings" && !mine:
+		h.remoteSettings(game, m.frame)
+	case m.head.kind == "repair" || m.head.kind == "event" || m.head.kind == "settings":
 	case local && !mine && m.head.kind == "left":
 		// Another node ended this seat: a kick, or a supersede by a
 		// session of the same user there.
@@ -132,6 +138,12 @@ func (h *hub) mail(m mailMsg) {
 		h.putRecord(subject, false)
 	case !local && h.idx.logs[game] != nil:
 		h.remoteMember(game, m)
+	}
+	if mine && m.settings != "" {
+		var v gameView
+		if json.Unmarshal([]byte(m.settings), &v) == nil {
+			h.applySettings(game, v)
+		}
 	}
 	if mine && m.members != nil {
 		set := make(map[string]remoteMember, len(m.members))
@@ -403,6 +415,12 @@ func (h *hub) clusterJoin(s *session, m commandMsg) {
 			return
 		}
 		h.ungate(s, game)
+		// The first seat of a game on this node learns the game's settings
+		// and members only now: a single_seat rival on another node is
+		// superseded now (after the join, where one node has it before).
+		for _, rm := range h.remoteRivals(s, game) {
+			h.endRemoteSeat(game, rm, presenceSuperseded, s.sid)
+		}
 		reply := encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Epoch: e.epoch,
 			Offset: e.offset, Members: h.members(game, s), gameView: h.view(game)})
 		h.deliver(s, reply)

@@ -16,9 +16,10 @@ import (
 
 // gameUpdateMsg applies a PUT's validated settings to game.
 type gameUpdateMsg struct {
-	game  uuid.UUID
-	patch settingsPatch
-	reply chan gameReply
+	game    uuid.UUID
+	patch   settingsPatch
+	reply   chan gameReply
+	fetched bool // cluster mode: the settings Redis holds are applied here already
 }
 
 // gameQueryMsg asks for game's settings and members.
@@ -84,6 +85,9 @@ func (h *hub) view(game uuid.UUID) gameView {
 // (queued before the reply, so before the backend's 200), and every member
 // whose idle timeout changes is given it. Runs on the hub goroutine.
 func (h *hub) updateGame(m gameUpdateMsg) {
+	if h.clusterUpdate(m) {
+		return
+	}
 	seats := h.idx.seatsIn(m.game)
 	g, ok := h.idx.settings.put(m.game, m.patch, seats > 0, time.Now())
 	if !ok {
@@ -91,7 +95,16 @@ func (h *hub) updateGame(m gameUpdateMsg) {
 		return
 	}
 	v := viewOf(g)
-	h.event(m.game, nil, encode("game_updated", "", gameUpdatedData{GameID: m.game.String(), gameView: v}))
+	if h.clustered() {
+		// Sequenced whether or not this node holds the game: its members
+		// may all sit elsewhere (Redis refuses it for a game with none).
+		h.clusterSettingsPut(m.game, v)
+		h.emit(m.game, nil, encode("game_updated", "", gameUpdatedData{GameID: m.game.String(), gameView: v}),
+			"settings", presenceNote{}, "", false, nil)
+		seats = h.seatsIn(m.game)
+	} else {
+		h.event(m.game, nil, encode("game_updated", "", gameUpdatedData{GameID: m.game.String(), gameView: v}))
+	}
 	for s := range h.idx.members(m.game) {
 		h.retimeSession(s, false)
 	}
@@ -101,6 +114,9 @@ func (h *hub) updateGame(m gameUpdateMsg) {
 // queryGame answers m with game's settings and members, sorted by sid.
 // Runs on the hub goroutine.
 func (h *hub) queryGame(m gameQueryMsg) {
+	if h.clusterQuery(m) {
+		return
+	}
 	now := time.Now()
 	g := h.idx.settings.get(m.game, now)
 	set := h.idx.members(m.game)
@@ -113,12 +129,16 @@ func (h *hub) queryGame(m gameQueryMsg) {
 		members = append(members, apiMember{SID: s.sid, UserID: s.userID, Status: s.status(),
 			IdleMS: now.Sub(s.lastActivity).Milliseconds()})
 	}
+	members = h.apiMembers(m.game, members)
 	slices.SortFunc(members, func(a, b apiMember) int { return strings.Compare(a.SID, b.SID) })
-	m.reply <- gameReply{found: true, view: viewOf(g), sessions: len(set), members: members}
+	m.reply <- gameReply{found: true, view: viewOf(g), sessions: len(members), members: members}
 }
 
 // kick ends the seats m names; their sessions stay connected. Runs on the hub goroutine.
 func (h *hub) kick(m kickMsg) {
+	if h.clusterKick(m) {
+		return
+	}
 	var victims []*session
 	for s := range h.idx.members(m.game) {
 		if m.sid != "" && s.sid == m.sid || m.userID != nil && s.userID != nil && *s.userID == *m.userID {
