@@ -216,9 +216,9 @@ func (h header) encode() string {
 
 // mailMsg is one parsed mailbox message: an event, or a control message.
 type mailMsg struct {
-	epoch   string
-	offset  uint64
-	head    header
+	epoch    string
+	offset   uint64
+	head     header
 	members  []remoteMember // the origin's snapshot, after a join it asked it for
 	settings string         // with the snapshot: the game's settings in Redis (JSON), "" for none
 	frame    []byte
