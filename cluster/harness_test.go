@@ -118,6 +118,7 @@ type client struct {
 	err    error // why the reader stopped
 	sid    string
 	token  string // resume token
+	joins  int    // joins sent, for their ids
 }
 
 // dial opens a client on p and reads its session frame.
@@ -215,7 +216,8 @@ func (c *client) expectWithin(d time.Duration, typ string, match func(*frame) bo
 // join joins game and returns the game_joined frame.
 func (c *client) join(game string) *frame {
 	c.t.Helper()
-	c.send("join_game", "j-"+game, map[string]any{"game_id": game})
+	c.joins++ // each join its own id: a join again under one id is a retry (dup)
+	c.send("join_game", fmt.Sprintf("j%d-%s", c.joins, game), map[string]any{"game_id": game})
 	return c.expect("game_joined", nil)
 }
 
