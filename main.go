@@ -343,6 +343,9 @@ func newServer(cfg config, log zerolog.Logger) *server {
 		jwtParser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithJSONNumber()),
 	}
 	met.watch(s.hub.askCounts, s.draining.Load, hook)
+	if b != nil {
+		met.watchBridge(b)
+	}
 	s.acceptOpts.OriginPatterns = originPatterns(cfg.AllowedOrigins)
 	for _, o := range cfg.AllowedOrigins {
 		if o == "*" {
