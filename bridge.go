@@ -70,6 +70,7 @@ type moveOp struct {
 type resyncOp struct {
 	game  string
 	seats []remoteMember
+	last  uint64 // the last offset this node delivered in the game
 }
 
 // engineMsg tells the hub what the bridge knows of Redis.

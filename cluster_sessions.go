@@ -200,14 +200,20 @@ func (b *bridge) fetch(games []string) map[string]*fetchedGame {
 
 // resync registers again what this node holds of one game, after Redis
 // came back empty or after an outage: its seats, with this node as their
-// holder, in a game that gets a new epoch if Redis lost it.
+// holder, in a game that gets a new epoch if Redis lost it. The game's next
+// offset is made to follow the last this node delivered (ARGV[4]): a client
+// drops an event whose offset it has seen, so offsets never go back, even
+// across a new epoch.
 var resyncScript = redis.NewScript(`
 local meta, mem, nodes = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('HGET', meta, 'epoch') == false then
   redis.call('DEL', KEYS[4], mem, nodes)
   redis.call('HSET', meta, 'epoch', ARGV[2], 'seq', 0, 'bytes', 0)
 end
-for i = 4, #ARGV, 2 do
+if tonumber(redis.call('HGET', meta, 'seq')) < tonumber(ARGV[4]) then
+  redis.call('HSET', meta, 'seq', ARGV[4])
+end
+for i = 5, #ARGV, 2 do
   if redis.call('HEXISTS', mem, ARGV[i]) == 0 then
     redis.call('HINCRBY', nodes, ARGV[1], 1)
     redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
@@ -220,7 +226,7 @@ return 1
 // resync runs resyncScript for one game.
 func (b *bridge) resync(ctx context.Context, op resyncOp) {
 	keys := gameKeys(op.game)
-	args := []any{b.cfg.node, newEpoch(), op.game}
+	args := []any{b.cfg.node, newEpoch(), op.game, op.last}
 	for _, m := range op.seats {
 		args = append(args, m.sid, b.cfg.node+"|"+m.status+"|"+userField(m.user))
 	}

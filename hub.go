@@ -303,7 +303,7 @@ func (h *hub) handle(m hubMsg) bool {
 	case updateLookupMsg:
 		h.updateLookedUp(m)
 	case shutdownMsg:
-		if h.clustered() {
+		if h.cl != nil { // even with Redis away: another node adopts the sessions once it answers
 			h.handOver()
 		} else {
 			h.shutdown()

@@ -244,11 +244,11 @@ func (h *hub) unsent(u unsentMsg) {
 		delete(h.cl.tickets, u.op.head.ticket)
 		return
 	}
-	if u.nogame {
-		h.resyncGame(game) // Redis lost the game: register its seats again
-	}
 	framed := log.sequence(u.op.frame)
 	h.mail(mailMsg{epoch: log.epoch, offset: log.last, head: u.op.head, frame: framed, members: h.snapshotOf(game, u.op.snapshot)})
+	if u.nogame && h.idx.logs[game] != nil {
+		h.resyncGame(game) // Redis lost the game: register its seats again, its offsets after this one
+	}
 }
 
 // snapshotOf returns, when want, the remote members this node knows of game,
@@ -308,7 +308,11 @@ func (h *hub) resyncGame(game uuid.UUID) {
 	for s := range h.idx.members(game) {
 		seats = append(seats, remoteMember{sid: s.sid, status: s.status(), user: s.userID})
 	}
-	h.cl.b.push(resyncOp{game: game.String(), seats: seats})
+	op := resyncOp{game: game.String(), seats: seats}
+	if log := h.idx.logs[game]; log != nil {
+		op.last = log.last
+	}
+	h.cl.b.push(op)
 }
 
 // putRecord writes s's record to Redis; fresh for a session Redis has not
