@@ -41,6 +41,7 @@ type action struct {
 	reply   []byte // join_game, leave_game: the frame the sender got
 	offset  uint64 // a game event: the offset it was given
 	results []int  // roll_dice: what was rolled
+	pending bool   // cluster mode: sequencing in Redis, offset not known yet
 }
 
 // actionMemory is a session's remembered actions, oldest first, at most max
@@ -104,6 +105,10 @@ func (h *hub) retried(s *session, m commandMsg, now time.Time) bool {
 	switch {
 	case a == nil:
 		return false
+	case a.digest == m.digest && a.pending:
+		// Its first run is still being sequenced (cluster mode): the reply
+		// to it is on its way, and this retry runs nothing.
+		h.cfg.metrics.duplicate()
 	case a.digest == m.digest && a.reply != nil:
 		h.cfg.metrics.duplicate()
 		h.deliver(s, withDup(a.reply))

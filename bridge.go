@@ -38,7 +38,8 @@ type emitOp struct {
 	user     *int64
 	frame    []byte // the event without its offset
 	head     header
-	snapshot bool // the origin wants the member list with its copy (a join)
+	snapshot bool   // the origin wants the member list with its copy (a join)
+	action   string // "<sid>/<id>" of an action sent with an id, or ""
 }
 
 // recordOp writes (rec != nil) or deletes a session's record, which lets
@@ -113,6 +114,7 @@ type fetchedGame struct {
 	last    uint64
 	frames  [][]byte // the history, oldest first, ending at last
 	members []remoteMember
+	actions map[string]uint64 // "<sid>/<id>" of the actions in the history -> their offsets
 }
 
 // bridgeConfig is what the bridge needs of the configuration.
@@ -255,7 +257,7 @@ func (b *bridge) run(op bridgeOp) {
 		}
 		res, err := emitScript.Run(ctx, b.pub, keys, b.cfg.node, op.kind, op.sid, userField(op.user), op.frame,
 			newEpoch(), b.cfg.historyFrames, b.cfg.historyBytes, op.head.encode(), snap,
-			keyPrefix+"node:", keyPrefix+"mbox:", op.game).StringSlice()
+			keyPrefix+"node:", keyPrefix+"mbox:", op.game, op.action).StringSlice()
 		var refused redis.Error
 		switch {
 		case errors.As(err, &refused):

@@ -110,7 +110,11 @@ while n > 0 and (n >= maxF or bytes + #framed > maxB) do
   n = n - 1
 end
 if #framed <= maxB then
-  redis.call('XADD', log, seq .. '-1', 'f', framed)
+  if ARGV[14] ~= '' then
+    redis.call('XADD', log, seq .. '-1', 'f', framed, 'a', ARGV[14])
+  else
+    redis.call('XADD', log, seq .. '-1', 'f', framed)
+  end
   bytes = bytes + #framed
 end
 redis.call('HSET', meta, 'bytes', bytes)

@@ -38,6 +38,7 @@ type actionRec struct {
 	Reply   []byte `json:"r,omitempty"`
 	Offset  uint64 `json:"o,omitempty"`
 	Results []int  `json:"x,omitempty"`
+	Pending bool   `json:"p,omitempty"` // sent to Redis, its offset not yet heard back
 }
 
 // parseRecord reads a record written by encodeRecord.
@@ -179,6 +180,12 @@ func (b *bridge) fetch(games []string) map[string]*fetchedGame {
 		for _, e := range log.Val() {
 			f, _ := e.Values["f"].(string)
 			fg.frames = append(fg.frames, []byte(f))
+			if a, ok := e.Values["a"].(string); ok {
+				if fg.actions == nil {
+					fg.actions = make(map[string]uint64)
+				}
+				fg.actions[a], _ = strconv.ParseUint(strings.TrimSuffix(e.ID, "-1"), 10, 64)
+			}
 		}
 		if n := len(log.Val()); n > 0 {
 			// The stream ends at last unless its last event was too large to keep.

@@ -346,7 +346,7 @@ func (h *hub) record(s *session) []byte {
 	if s.actions != nil {
 		for _, a := range s.actions.order {
 			r.Actions = append(r.Actions, actionRec{ID: a.id, Digest: a.digest[:], At: a.at.UnixMilli(),
-				Reply: a.reply, Offset: a.offset, Results: a.results})
+				Reply: a.reply, Offset: a.offset, Results: a.results, Pending: a.pending})
 		}
 	}
 	b, _ := json.Marshal(r)
@@ -438,18 +438,70 @@ func (h *hub) clusterJoin(s *session, m commandMsg) {
 // clusterAction sends a game action of s to its game; the sender's copy,
 // with its id, goes out when the action comes back sequenced, and is
 // remembered then with its offset. Runs on the hub goroutine.
+//
+// An action with an id is remembered at once, pending: a retry meanwhile
+// runs nothing, and if the session moves to another node before the action
+// comes back, its record says so, and the stream, which keeps the action's
+// id beside its event, gives the other node its offset (resolvePending).
 func (h *hub) clusterAction(s *session, m commandMsg, exactlyOnce bool, now time.Time) {
-	h.emit(m.cmd.game, s, m.others, "event", presenceNote{}, "", false, func(e mailMsg) {
-		if h.idx.sessions[s.sid] != s {
-			return
+	var a *action
+	if exactlyOnce {
+		h.remember(s, m, nil, 0, m.results, now)
+		if s.actions != nil {
+			if a = s.actions.byID[m.cmd.id]; a != nil {
+				a.pending = true
+			}
 		}
-		reply := withID(e.frame, m.cmd.id)
-		h.deliver(s, reply)
-		if exactlyOnce {
-			h.remember(s, m, reply, e.offset, m.results, now)
+		h.putRecord(s, false)
+	}
+	h.emitAction(m.cmd.game, s, m.others, m.cmd.id, exactlyOnce, func(e mailMsg) {
+		if a != nil {
+			a.offset, a.pending = e.offset, false
+		}
+		if h.idx.sessions[s.sid] != s {
+			return // moved to another node meanwhile: its record there has the action
+		}
+		h.deliver(s, withID(e.frame, m.cmd.id))
+		if a != nil {
 			h.putRecord(s, false)
 		}
 	})
+}
+
+// emitAction emits a game action of s, its id kept beside it in the stream
+// when withID. Runs on the hub goroutine.
+func (h *hub) emitAction(game uuid.UUID, s *session, shared []byte, id string, withID bool, done func(mailMsg)) {
+	h.cl.ticket++
+	op := emitOp{game: game.String(), kind: "event", frame: shared, sid: s.sid, user: s.userID,
+		head: header{origin: h.cl.node, kind: "event", game: game.String(), sid: s.sid, user: userField(s.userID), ticket: h.cl.ticket}}
+	if withID {
+		op.action = s.sid + "/" + id
+	}
+	h.cl.tickets[op.head.ticket] = done
+	if !h.cl.b.push(op) {
+		h.cfg.metrics.bridgeFull()
+		h.unsent(unsentMsg{op: op})
+	}
+}
+
+// resolvePending gives s's pending actions the offsets the fetched
+// histories name for them. One the histories no longer hold keeps offset 0:
+// its retry is answered dup with offset 0. Runs on the hub goroutine.
+func (h *hub) resolvePending(s *session, games map[string]*fetchedGame) {
+	if s.actions == nil {
+		return
+	}
+	for _, a := range s.actions.order {
+		if !a.pending {
+			continue
+		}
+		for _, fg := range games {
+			if off, ok := fg.actions[s.sid+"/"+a.id]; ok {
+				a.offset = off
+			}
+		}
+		a.pending = false
+	}
 }
 
 // handOver is a shutdown in a cluster: every session goes away (its games

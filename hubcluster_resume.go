@@ -194,6 +194,7 @@ func (h *hub) materialize(r sessionRecord, games map[string]*fetchedGame) *sessi
 // refreshGames makes the mirrors of s's games what Redis holds, with the
 // other nodes' members. Runs on the hub goroutine.
 func (h *hub) refreshGames(s *session, games map[string]*fetchedGame) {
+	h.resolvePending(s, games)
 	for id, fg := range games {
 		g, err := uuid.Parse(id)
 		if err != nil || !h.idx.inGame(s, g) {
@@ -240,7 +241,7 @@ func (h *hub) adopt(r sessionRecord, tell bool) *session {
 		if s.actions == nil {
 			s.actions = &actionMemory{}
 		}
-		act := &action{id: a.ID, at: time.UnixMilli(a.At), reply: a.Reply, offset: a.Offset, results: a.Results}
+		act := &action{id: a.ID, at: time.UnixMilli(a.At), reply: a.Reply, offset: a.Offset, results: a.Results, pending: a.Pending}
 		copy(act.digest[:], a.Digest)
 		s.actions.remember(act, h.cfg.actionMax)
 	}
