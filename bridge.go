@@ -131,7 +131,7 @@ type bridgeConfig struct {
 type bridge struct {
 	// set at construction
 	cfg         bridgeConfig
-	incarnation string // this process: a reaper fences this one, not a later start with the same NODE_ID
+	incarnation atomic.Value // string: this process's run; a reaper fences this one, not a later start with the same NODE_ID
 	log         zerolog.Logger
 	pub         *redis.Client // the publisher's one connection
 	aux         *redis.Client // reads, heartbeats, repairs
@@ -142,7 +142,8 @@ type bridge struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 
-	up      atomic.Bool
+	up         atomic.Bool
+	subscribed atomic.Bool // the mailbox subscription is confirmed since the last loss
 	full    atomic.Uint64 // operations refused by a full queue
 	gaps    atomic.Uint64 // events lost for good (not in the stream any more)
 	refusal atomic.Uint64 // events Redis refused to sequence (fenced, game gone)
@@ -163,16 +164,22 @@ type feedPos struct {
 func newBridge(cfg bridgeConfig, log zerolog.Logger, toHub func(hubMsg) bool, counts func() (hubCounts, []int64, bool)) *bridge {
 	pubOpts := *cfg.opts
 	pubOpts.PoolSize, pubOpts.MinIdleConns, pubOpts.MaxRetries = 1, 1, -1
+	pubOpts.ContextTimeoutEnabled = true // each operation's own deadline, not only go-redis's read timeout
 	auxOpts := *cfg.opts
-	auxOpts.PoolSize = 4
+	auxOpts.PoolSize, auxOpts.ContextTimeoutEnabled = 4, true
 	if cfg.queue <= 0 {
 		cfg.queue = 65536
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &bridge{cfg: cfg, incarnation: rand.Text()[:12], log: log.With().Str("node", cfg.node).Logger(),
+	b := &bridge{cfg: cfg, log: log.With().Str("node", cfg.node).Logger(),
 		pub: redis.NewClient(&pubOpts), aux: redis.NewClient(&auxOpts), ops: make(chan bridgeOp, cfg.queue),
 		toHub: toHub, counts: counts, ctx: ctx, cancel: cancel, feed: make(map[string]*feedPos)}
+	b.incarnation.Store(rand.Text()[:12])
+	return b
 }
+
+// incarnationNow is this node's current incarnation.
+func (b *bridge) incarnationNow() string { return b.incarnation.Load().(string) }
 
 // push queues op for the publisher without waiting; false when the queue is full.
 func (b *bridge) push(op bridgeOp) bool {
@@ -257,7 +264,7 @@ func (b *bridge) run(op bridgeOp) {
 		}
 		res, err := emitScript.Run(ctx, b.pub, keys, b.cfg.node, op.kind, op.sid, userField(op.user), op.frame,
 			newEpoch(), b.cfg.historyFrames, b.cfg.historyBytes, op.head.encode(), snap,
-			keyPrefix+"node:", keyPrefix+"mbox:", op.game, op.action).StringSlice()
+			keyPrefix+"dead:", keyPrefix+"mbox:", op.game, op.action, b.incarnationNow()).StringSlice()
 		var refused redis.Error
 		switch {
 		case errors.As(err, &refused):
@@ -272,7 +279,7 @@ func (b *bridge) run(op bridgeOp) {
 			b.refusal.Add(1)
 			b.toHub(unsentMsg{op: op, nogame: true})
 		case len(res) == 1 && res[0] == "fenced":
-			b.refusal.Add(1)
+			b.refusal.Add(1) // the heartbeat tells the hub, which closes everything
 		}
 	case recordOp:
 		b.record(ctx, op)
@@ -294,8 +301,20 @@ func (b *bridge) run(op bridgeOp) {
 	}
 }
 
+// failed handles an operation's error: Redis answering with an error is a
+// bug of ours, logged; anything else is Redis unreachable (lost).
+func (b *bridge) failed(err error, what string) {
+	var refused redis.Error
+	if errors.As(err, &refused) {
+		b.log.Error().Err(err).Msg("redis refused " + what)
+		return
+	}
+	b.lost(err)
+}
+
 // lost marks Redis unreachable and tells the hub, once.
 func (b *bridge) lost(err error) {
+	b.subscribed.Store(false) // go-redis says nothing when the subscription's connection drops
 	if b.up.Swap(false) {
 		b.log.Warn().Err(err).Msg("redis unreachable: serving this node's own players until it answers")
 		b.toHub(engineMsg{up: false})
@@ -320,7 +339,7 @@ func (b *bridge) record(ctx context.Context, op recordOp) {
 		}
 	}
 	if _, err := p.Exec(ctx); err != nil {
-		b.lost(err)
+		b.failed(err, "a session record")
 	}
 }
 
@@ -340,8 +359,11 @@ func (b *bridge) mailLoop(ps *redis.PubSub, ch <-chan any) {
 			case *redis.Subscription:
 				// A (re)subscription: whatever was published while the
 				// connection was down is in the streams; each game's next
-				// event repairs its gap (repair).
+				// event repairs its gap (repair). The heartbeat reports
+				// Redis up only once the mailbox is subscribed, so nothing
+				// sequenced after that report is published to nobody.
 				if v.Kind == "subscribe" {
+					b.subscribed.Store(true)
 					b.log.Debug().Msg("redis mailbox subscribed")
 				}
 			case *redis.Message:
@@ -364,9 +386,16 @@ func (b *bridge) mail(raw string) {
 	}
 	b.feedMu.Lock()
 	pos := b.feed[m.head.game]
-	if pos == nil || pos.epoch != m.epoch || m.head.origin == b.cfg.node && m.members != nil {
+	switch {
+	case pos == nil:
+		// A game this node starts following: its first event here (its
+		// own join, the hub having unfollowed it first) says where.
 		pos = &feedPos{epoch: m.epoch, next: m.offset}
 		b.feed[m.head.game] = pos
+	case pos.epoch != m.epoch:
+		// A new history of a game this node follows: all of it is news
+		// to the members here, from its first event on.
+		pos.epoch, pos.next = m.epoch, 1
 	}
 	b.feedMu.Unlock()
 	switch {
@@ -450,7 +479,7 @@ func (b *bridge) beat(registered bool) bool {
 	}
 	now := time.Now().UnixMilli()
 	res, err := heartbeatScript.Run(ctx, b.aux, []string{nodeKey(b.cfg.node), nodesKey, deadKey(b.cfg.node), incKey},
-		b.incarnation, value, now, b.cfg.ttl.Milliseconds(), b.cfg.node).Text()
+		b.incarnationNow(), value, now, b.cfg.ttl.Milliseconds(), b.cfg.node).Text()
 	switch {
 	case err != nil:
 		if !errors.Is(err, context.Canceled) {
@@ -462,7 +491,7 @@ func (b *bridge) beat(registered bool) bool {
 		b.up.Store(false)
 		b.toHub(engineMsg{fenced: true})
 		// Start again as a new incarnation, holding nothing.
-		b.incarnation = rand.Text()[:12]
+		b.incarnation.Store(rand.Text()[:12])
 		return false
 	}
 	// The node's users, for an exact unique_users across nodes (a user with
@@ -478,6 +507,9 @@ func (b *bridge) beat(registered bool) bool {
 	}
 	p.PExpire(ctx, nodeUsers(b.cfg.node), 2*b.cfg.ttl)
 	p.Exec(ctx)
+	if !b.subscribed.Load() {
+		return true // registered, but not up until the mailbox is subscribed again
+	}
 	wasUp := b.up.Swap(true)
 	if !wasUp || res == "new" && registered {
 		b.toHub(engineMsg{up: true, resync: registered || res == "new"})

@@ -85,8 +85,8 @@ func checkAdopted(t *testing.T, srv *redistest.Server, winner, dead *testBridge,
 		}
 	}
 	node := dead.cfg.node
-	if got := srv.Do(t, "GET", deadKey(node)); got != "$"+dead.incarnation {
-		t.Errorf("tombstone of %s: %s, want its incarnation %s", node, got, dead.incarnation)
+	if got := srv.Do(t, "GET", deadKey(node)); got != "$"+dead.incarnationNow() {
+		t.Errorf("tombstone of %s: %s, want its incarnation %s", node, got, dead.incarnationNow())
 	}
 	if got := srv.Do(t, "EXISTS", nodeSessions(node)); got != ":0" {
 		t.Errorf("%s's sessions still in Redis: EXISTS %s", node, got)

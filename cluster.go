@@ -55,7 +55,7 @@ func ownerKey(sid string) string  { return keyPrefix + "s:" + sid }  // sid -> t
 // node declared dead, or {"nogame"} for an event of a game Redis does not hold.
 var emitScript = redis.NewScript(`
 local node, kind, sid, user, frame = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if redis.call('EXISTS', ARGV[11] .. node) == 0 then return {'fenced'} end
+if redis.call('GET', ARGV[11] .. node) == ARGV[15] then return {'fenced'} end
 local meta, log, mem, nodes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then

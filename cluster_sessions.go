@@ -105,7 +105,7 @@ var moveScript = redis.NewScript(moveMembers + `return 1`)
 func (b *bridge) claim(ctx context.Context, op claimOp) {
 	res, err := claimScript.Run(ctx, b.pub, []string{tokenKey(op.token)}, b.cfg.node, op.ref).StringSlice()
 	if err != nil {
-		b.lost(err)
+		b.failed(err, "a claim")
 	}
 	if err != nil || len(res) == 0 || res[0] == "unknown" {
 		b.toHub(claimedMsg{ref: op.ref})
@@ -125,7 +125,7 @@ func (b *bridge) move(ctx context.Context, op moveOp) {
 		return
 	}
 	if err := moveScript.Run(ctx, b.pub, nil, b.cfg.node, op.to, op.sid, op.ref, op.rec).Err(); err != nil {
-		b.lost(err)
+		b.failed(err, "a session move")
 		b.pub.Publish(ctx, mailbox(op.to), "Cgone\x1f"+op.sid+"\x1f"+op.ref+"\n")
 	}
 }
@@ -238,6 +238,6 @@ func (b *bridge) resync(ctx context.Context, op resyncOp) {
 		args = append(args, m.sid, b.cfg.node+"|"+m.status+"|"+userField(m.user))
 	}
 	if err := resyncScript.Run(ctx, b.pub, []string{keys[0], keys[2], keys[3], keys[1], seatsKey}, args...).Err(); err != nil {
-		b.lost(err)
+		b.failed(err, "a resync")
 	}
 }

@@ -32,6 +32,7 @@ type clusterState struct {
 	ticket  uint64                                // the last ticket given
 	gates   map[*session]map[uuid.UUID]struct{}   // games whose frames a session must not get yet
 	resumes map[string]*pendingResume             // by the fresh sid of the conn that resumes
+	unsent  map[uint64]struct{}                   // tickets of events delivered here unsequenced (unsent)
 }
 
 // pendingResume is a resume waiting for Redis: for the session's record, or
@@ -52,7 +53,8 @@ const claimTimeout = 800 * time.Millisecond
 func newClusterState(b *bridge) *clusterState {
 	return &clusterState{b: b, node: b.cfg.node, up: true,
 		remote: make(map[uuid.UUID]map[string]remoteMember), tickets: make(map[uint64]func(mailMsg)),
-		gates: make(map[*session]map[uuid.UUID]struct{}), resumes: make(map[string]*pendingResume)}
+		gates: make(map[*session]map[uuid.UUID]struct{}), resumes: make(map[string]*pendingResume),
+		unsent: make(map[uint64]struct{})}
 }
 
 // clustered reports whether events go through Redis now. Runs on the hub goroutine.
@@ -73,9 +75,12 @@ func (h *hub) emit(game uuid.UUID, subject *session, shared []byte, kind string,
 		op.sid, op.user = subject.sid, subject.userID
 		op.head.sid, op.head.user = subject.sid, userField(subject.userID)
 	}
+	// Every event has a ticket: one handed back unsent may still have been
+	// sequenced (a timeout cannot tell), and its copy from the mailbox must
+	// not reach the players here a second time.
+	h.cl.ticket++
+	op.head.ticket = h.cl.ticket
 	if done != nil {
-		h.cl.ticket++
-		op.head.ticket = h.cl.ticket
 		h.cl.tickets[op.head.ticket] = done
 	}
 	if !h.cl.b.push(op) {
@@ -120,6 +125,10 @@ func (h *hub) mail(m mailMsg) {
 		return
 	}
 	mine := m.head.origin == h.cl.node
+	if _, dup := h.cl.unsent[m.head.ticket]; mine && dup {
+		delete(h.cl.unsent, m.head.ticket) // delivered here already, when the bridge handed it back
+		return
+	}
 	if log := h.idx.logs[game]; log != nil {
 		log.mirror(m.epoch, m.offset, m.frame)
 	}
@@ -246,6 +255,12 @@ func (h *hub) unsent(u unsentMsg) {
 	}
 	framed := log.sequence(u.op.frame)
 	h.mail(mailMsg{epoch: log.epoch, offset: log.last, head: u.op.head, frame: framed, members: h.snapshotOf(game, u.op.snapshot)})
+	if !u.nogame { // Redis refused a game it lacks: no copy of this one will come
+		if len(h.cl.unsent) >= 1<<16 {
+			clear(h.cl.unsent) // bounded: a copy that comes this late is the least of an outage's harms
+		}
+		h.cl.unsent[u.op.head.ticket] = struct{}{}
+	}
 	if u.nogame && h.idx.logs[game] != nil {
 		h.resyncGame(game) // Redis lost the game: register its seats again, its offsets after this one
 	}
@@ -284,6 +299,7 @@ func (h *hub) engine(m engineMsg) {
 		h.cl.remote = make(map[uuid.UUID]map[string]remoteMember)
 		h.cl.tickets = make(map[uint64]func(mailMsg))
 		h.cl.gates = make(map[*session]map[uuid.UUID]struct{})
+		h.cl.unsent = make(map[uint64]struct{})
 	case !m.up:
 		h.cl.up = false
 		for _, log := range h.idx.logs {
@@ -413,6 +429,9 @@ func (h *hub) clusterJoin(s *session, m commandMsg) {
 	h.retimeSession(s, true)
 	h.putRecord(s, false)
 	h.gate(s, game)
+	if h.idx.seatsIn(game) == 1 {
+		h.cl.b.unfollow(game.String()) // the mailbox starts this game afresh at this join
+	}
 	now := time.Now()
 	h.presenceThen(game, s, m.note, m.others, "", func(e mailMsg) {
 		if h.idx.sessions[s.sid] != s || !h.idx.inGame(s, game) {
@@ -472,7 +491,7 @@ func (h *hub) clusterAction(s *session, m commandMsg, exactlyOnce bool, now time
 // when withID. Runs on the hub goroutine.
 func (h *hub) emitAction(game uuid.UUID, s *session, shared []byte, id string, withID bool, done func(mailMsg)) {
 	h.cl.ticket++
-	op := emitOp{game: game.String(), kind: "event", frame: shared, sid: s.sid, user: s.userID,
+	op := emitOp{game: game.String(), kind: "event", frame: shared, sid: s.sid, user: s.userID, // a ticket, as emit gives
 		head: header{origin: h.cl.node, kind: "event", game: game.String(), sid: s.sid, user: userField(s.userID), ticket: h.cl.ticket}}
 	if withID {
 		op.action = s.sid + "/" + id

@@ -248,6 +248,9 @@ func (h *hub) adopt(r sessionRecord, tell bool) *session {
 	for _, id := range r.Games {
 		if g, err := uuid.Parse(id); err == nil && len(s.games) < h.cfg.maxGames {
 			h.idx.join(s, g)
+			if tell && h.idx.seatsIn(g) == 1 {
+				h.cl.b.unfollow(g.String()) // the mailbox starts this game afresh here
+			}
 			if tell {
 				h.presence(g, s, presenceNote{statusAway, s.awayReason}, encodeAway(g, s.sid, s.userID, s.awayReason, h.cfg.resumeWindow))
 			}
