@@ -197,6 +197,7 @@ func (b *bridge) push(op bridgeOp) bool {
 // can be missed, but not for Redis itself: a node started while Redis is
 // down serves its own players and joins the cluster when Redis answers.
 func (b *bridge) start() {
+	b.leftovers()
 	ps := b.aux.Subscribe(b.ctx)
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(4096), redis.WithChannelHealthCheckInterval(time.Second))
 	b.wg.Add(3)
@@ -206,6 +207,35 @@ func (b *bridge) start() {
 	if err := ps.Subscribe(b.ctx, mailbox(b.cfg.node)); err != nil {
 		b.log.Warn().Err(err).Msg("redis mailbox subscription failed; retrying in the background")
 	}
+}
+
+// leftoverScript takes the sessions an earlier run of this NODE_ID left in
+// Redis (a rolling restart hands its sessions over, then starts again under
+// the same name before any other node saw it gone). KEYS: the node's sessions.
+var leftoverScript = redis.NewScript(`
+local all = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return all
+`)
+
+// leftovers adopts what an earlier run of this node left: nobody else
+// will, since the node's key is alive again. Called before anything of
+// this run can be registered.
+func (b *bridge) leftovers() {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	res, err := leftoverScript.Run(ctx, b.aux, []string{nodeSessions(b.cfg.node)}).StringSlice()
+	if err != nil || len(res) == 0 {
+		return // Redis away at start: the sessions wait for this node's next start, or their owner key's claims
+	}
+	var recs []sessionRecord
+	for i := 0; i+1 < len(res); i += 2 {
+		if r, err := parseRecord([]byte(res[i+1])); err == nil {
+			recs = append(recs, r)
+		}
+	}
+	b.log.Info().Int("sessions", len(recs)).Msg("adopted the sessions an earlier run of this node left")
+	b.toHub(adoptMsg{records: recs})
 }
 
 // stop ends the goroutines and closes the connections. Called once the hub has stopped.
