@@ -24,7 +24,7 @@ import (
 // counts each session once.
 func TestClusterFrozenNodeFencesItself(t *testing.T) {
 	_, nodes := startCluster(t, 3, nil)
-	engineUp(t, nodes...)
+	enginesUp(t, nodes...)
 	game := gameID(101)
 	f1 := dial(t, nodes[0].Addr) // on the node that freezes
 	f2 := dial(t, nodes[0].Addr)
@@ -39,7 +39,7 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 	lastF1 := f1.expect("dice_rolled", nil).offset()
 	lastF2 := f2.expect("dice_rolled", nil).offset()
 	lastB := lastF1 // b's own roll is the latest event it processed
-	readUntil(c, 10*time.Second, "b's roll at c", func(f *frame) bool { return f.Type == "dice_rolled" })
+	framesUntil(c, 10*time.Second, "b's roll at c", func(f *frame) bool { return f.Type == "dice_rolled" })
 
 	frozen := time.Now()
 	if err := nodes[0].Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -58,7 +58,7 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 	var atB []*frame
 	away := map[any]bool{}
 	for len(away) < 2 {
-		fs := readUntil(b, nodeTTL+slack, "the frozen node's players away at b", func(f *frame) bool {
+		fs := framesUntil(b, nodeTTL+slack, "the frozen node's players away at b", func(f *frame) bool {
 			return f.Type == "presence" && f.field("status") == "away" && (f.field("sid") == f1.sid || f.field("sid") == f2.sid)
 		})
 		atB = append(atB, fs...)
@@ -69,7 +69,7 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 		}
 	}
 	t.Logf("both away at b %s after SIGSTOP (NODE_TTL %s)", time.Since(frozen).Round(time.Millisecond), nodeTTL)
-	readUntil(c, slack, "f1 away at c", func(f *frame) bool {
+	framesUntil(c, slack, "f1 away at c", func(f *frame) bool {
 		return f.Type == "presence" && f.field("status") == "away" && f.field("sid") == f1.sid
 	})
 
@@ -80,11 +80,11 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 	f2.roll(game, "ghost-2")
 	cont()
 	// Best effort: the node may have closed the connection already.
-	_ = trySend(f1, "roll_dice", "ghost-3", map[string]any{"game_id": game, "dice": []int{6}})
+	_ = sendLoose(f1, "roll_dice", "ghost-3", map[string]any{"game_id": game, "dice": []int{6}})
 
 	// Each of its players gets goodbye 1001 shutdown, resumable, then close 1001.
 	for _, x := range []*client{f1, f2} {
-		code, fs := closeStatus(x, nodeTTL+slack)
+		code, fs := closeOf(x, nodeTTL+slack)
 		var bye *frame
 		for _, f := range fs {
 			switch {
@@ -97,7 +97,7 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 			}
 		}
 		if bye == nil {
-			t.Fatalf("no goodbye before the close (code %d); frames:\n%s", code, raws(fs))
+			t.Fatalf("no goodbye before the close (code %d); frames:\n%s", code, rawFrames(fs))
 		}
 		if bye.field("code") != 1001.0 || bye.field("reason") != "shutdown" || bye.field("resumable") != true {
 			t.Fatalf("goodbye %s, want code 1001, reason shutdown, resumable", bye.raw)
@@ -113,22 +113,22 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 	// They resume on the other nodes, recovered, with what they missed:
 	// offsets consecutive from their own position to the resumed one (their
 	// own back, not sent).
-	r1, res1 := resumeOn(t, nodes[1].Addr, f1, game, epoch, lastF1)
-	r2, res2 := resumeOn(t, nodes[2].Addr, f2, game, epoch, lastF2)
+	r1, res1 := resumeAt(t, nodes[1].Addr, f1, game, epoch, lastF1)
+	r2, res2 := resumeAt(t, nodes[2].Addr, f2, game, epoch, lastF2)
 	for _, x := range []struct {
 		name string
 		c    *client
 		res  *frame
 		from uint64
 	}{{"f1", r1, res1, lastF1}, {"f2", r2, res2, lastF2}} {
-		g := resumedGame(x.res, game)
+		g := resumedEntry(x.res, game)
 		if g == nil || g["recovered"] != true {
 			t.Fatalf("%s's resume: %s, want the game recovered", x.name, x.res.raw)
 		}
 		at := uint64(g["offset"].(float64))
 		next := x.from + 1
 		for next < at {
-			f := readUntil(x.c, 5*time.Second, x.name+"'s replay", func(f *frame) bool { return f.offset() > 0 })
+			f := framesUntil(x.c, 5*time.Second, x.name+"'s replay", func(f *frame) bool { return f.offset() > 0 })
 			got := f[len(f)-1]
 			if got.offset() != next {
 				t.Fatalf("%s's replay: offset %d, want %d: %s", x.name, got.offset(), next, got.raw)
@@ -148,7 +148,7 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 	})
 	s := dial(t, nodes[0].Addr)
 	s.join(game)
-	fs := readUntil(b, 10*time.Second, "the sentinel's join at b", func(f *frame) bool {
+	fs := framesUntil(b, 10*time.Second, "the sentinel's join at b", func(f *frame) bool {
 		return f.Type == "presence" && f.field("sid") == s.sid && f.field("status") == "joined"
 	})
 	atB = append(atB, fs...)
@@ -184,7 +184,7 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 	if mine.Dup {
 		t.Fatalf("the ghost roll retried after the resume was answered dup: it ran on the fenced node: %s", mine.raw)
 	}
-	theirs := readUntil(b, 5*time.Second, "the retried roll at b", func(f *frame) bool { return f.Type == "dice_rolled" })
+	theirs := framesUntil(b, 5*time.Second, "the retried roll at b", func(f *frame) bool { return f.Type == "dice_rolled" })
 	if got := theirs[len(theirs)-1]; got.offset() != mine.offset() || got.field("sid") != f1.sid {
 		t.Fatalf("b heard %s, want f1's retried roll at %d", got.raw, mine.offset())
 	}
@@ -205,27 +205,27 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 
 }
 
-// engineUp waits until every node of nodes says its engine is up: Redis
+// enginesUp waits until every node of nodes says its engine is up: Redis
 // answers it and its mailbox is subscribed, so the events it sequences from
 // then on reach the other nodes. (A node serves its own players alone
 // until then: see TestClusterNewNodeServesTheClusterAtOnce.)
-func engineUp(t *testing.T, nodes ...*servertest.Proc) {
+func enginesUp(t *testing.T, nodes ...*servertest.Proc) {
 	t.Helper()
 	for _, n := range nodes {
-		eventually(t, 10*time.Second, "engine up on "+n.Addr, func() bool { return isUp(t, n) })
+		eventually(t, 10*time.Second, "engine up on "+n.Addr, func() bool { return engineIsUp(t, n) })
 	}
 }
 
-// isUp reports whether n's own health says its engine is up.
-func isUp(t *testing.T, n *servertest.Proc) bool {
+// engineIsUp reports whether n's own health says its engine is up.
+func engineIsUp(t *testing.T, n *servertest.Proc) bool {
 	t.Helper()
 	return healthOf(t, n, "node")["engine"] == "up"
 }
 
-// readUntil reads c's frames until one that match accepts, and returns every
+// framesUntil reads c's frames until one that match accepts, and returns every
 // frame read, the match last. It fails the test after d, or when the
 // connection ends first.
-func readUntil(c *client, d time.Duration, what string, match func(*frame) bool) []*frame {
+func framesUntil(c *client, d time.Duration, what string, match func(*frame) bool) []*frame {
 	c.t.Helper()
 	deadline := time.After(d)
 	var got []*frame
@@ -236,21 +236,21 @@ func readUntil(c *client, d time.Duration, what string, match func(*frame) bool)
 				c.mu.Lock()
 				err := c.err
 				c.mu.Unlock()
-				c.t.Fatalf("%s: the connection ended first (%v); frames:\n%s", what, err, raws(got))
+				c.t.Fatalf("%s: the connection ended first (%v); frames:\n%s", what, err, rawFrames(got))
 			}
 			got = append(got, f)
 			if match(f) {
 				return got
 			}
 		case <-deadline:
-			c.t.Fatalf("%s: not within %s; frames:\n%s", what, d, raws(got))
+			c.t.Fatalf("%s: not within %s; frames:\n%s", what, d, rawFrames(got))
 		}
 	}
 }
 
-// closeStatus waits up to d for c's connection to end, and returns its close
+// closeOf waits up to d for c's connection to end, and returns its close
 // code (-1 for none: no close frame) and every frame read meanwhile.
-func closeStatus(c *client, d time.Duration) (websocket.StatusCode, []*frame) {
+func closeOf(c *client, d time.Duration) (websocket.StatusCode, []*frame) {
 	c.t.Helper()
 	deadline := time.After(d)
 	var got []*frame
@@ -265,19 +265,19 @@ func closeStatus(c *client, d time.Duration) (websocket.StatusCode, []*frame) {
 			}
 			got = append(got, f)
 		case <-deadline:
-			c.t.Fatalf("connection still open after %s; frames:\n%s", d, raws(got))
+			c.t.Fatalf("connection still open after %s; frames:\n%s", d, rawFrames(got))
 		}
 	}
 }
 
-// resumeOn opens a client on addr and resumes old's session with its
+// resumeAt opens a client on addr and resumes old's session with its
 // position in game; it returns the new client and its resumed frame.
-func resumeOn(t *testing.T, addr string, old *client, game string, epoch any, offset uint64) (*client, *frame) {
+func resumeAt(t *testing.T, addr string, old *client, game string, epoch any, offset uint64) (*client, *frame) {
 	t.Helper()
 	n := dial(t, addr)
 	n.send("resume", "r-"+old.sid, map[string]any{"resume_token": old.token,
 		"games": map[string]any{game: map[string]any{"epoch": epoch, "offset": offset}}})
-	fs := readUntil(n, 5*time.Second, "the resume's answer", func(f *frame) bool { return f.Type == "resumed" || f.Type == "error" })
+	fs := framesUntil(n, 5*time.Second, "the resume's answer", func(f *frame) bool { return f.Type == "resumed" || f.Type == "error" })
 	f := fs[len(fs)-1]
 	if f.Type != "resumed" {
 		t.Fatalf("resume of session %s on %s refused: %s", old.sid, addr, f.raw)
@@ -287,8 +287,8 @@ func resumeOn(t *testing.T, addr string, old *client, game string, epoch any, of
 	return n, f
 }
 
-// resumedGame returns game's entry in a resumed frame, nil when absent.
-func resumedGame(r *frame, game string) map[string]any {
+// resumedEntry returns game's entry in a resumed frame, nil when absent.
+func resumedEntry(r *frame, game string) map[string]any {
 	games, _ := r.field("games").([]any)
 	for _, g := range games {
 		if m, _ := g.(map[string]any); m != nil && m["game_id"] == game {
@@ -298,17 +298,17 @@ func resumedGame(r *frame, game string) map[string]any {
 	return nil
 }
 
-// trySend writes one client frame and returns the error instead of failing
+// sendLoose writes one client frame and returns the error instead of failing
 // the test: for a frame that races the connection's end.
-func trySend(c *client, typ, id string, data any) error {
+func sendLoose(c *client, typ, id string, data any) error {
 	b, _ := json.Marshal(map[string]any{"type": typ, "id": id, "data": data})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return c.ws.Write(ctx, websocket.MessageText, b)
 }
 
-// raws lists frames for a failure message, one a line.
-func raws(fs []*frame) string {
+// rawFrames lists frames for a failure message, one a line.
+func rawFrames(fs []*frame) string {
 	var b strings.Builder
 	for _, f := range fs {
 		b.WriteString(f.raw)

@@ -12,54 +12,54 @@ import (
 	"dugout/internal/tcpproxy"
 )
 
-// partitioned starts a Redis, a node n1 that reaches it only through a
+// behindProxy starts a Redis, a node n1 that reaches it only through a
 // tcpproxy (so the link can be blackholed and healed), and n2 on Redis
 // directly, each with env.
-func partitioned(t *testing.T, env map[string]string) (*redistest.Server, *tcpproxy.Proxy, []*servertest.Proc) {
+func behindProxy(t *testing.T, env map[string]string) (*redistest.Server, *tcpproxy.Proxy, []*servertest.Proc) {
 	t.Helper()
 	skipShort(t)
 	r := redistest.Start(t)
 	p := tcpproxy.Start(t, r.Addr)
 	n1 := startNode(t, "redis://"+p.Addr()+"/0", "n1", env)
 	n2 := startNode(t, r.URL(), "n2", env)
-	engineUp(t, n1, n2)
+	enginesUp(t, n1, n2)
 	return r, p, []*servertest.Proc{n1, n2}
 }
 
-// await reads c's frames until one that match accepts, keeping every frame
+// awaitKept reads c's frames until one that match accepts, keeping every frame
 // read in *kept, and returns the match.
-func await(c *client, kept *[]*frame, d time.Duration, what string, match func(*frame) bool) *frame {
+func awaitKept(c *client, kept *[]*frame, d time.Duration, what string, match func(*frame) bool) *frame {
 	c.t.Helper()
-	fs := readUntil(c, d, what, match)
+	fs := framesUntil(c, d, what, match)
 	*kept = append(*kept, fs...)
 	return fs[len(fs)-1]
 }
 
-// heartbeatRTT sends one heartbeat and returns how long its ack took; the
+// heartbeatRoundTrip sends one heartbeat and returns how long its ack took; the
 // frames read meanwhile go to *kept.
-func heartbeatRTT(c *client, kept *[]*frame, id string) time.Duration {
+func heartbeatRoundTrip(c *client, kept *[]*frame, id string) time.Duration {
 	c.t.Helper()
 	sent := time.Now()
 	c.send("heartbeat", id, nil)
-	await(c, kept, 5*time.Second, "heartbeat_ack "+id, func(f *frame) bool { return f.Type == "heartbeat_ack" && f.ID == id })
+	awaitKept(c, kept, 5*time.Second, "heartbeat_ack "+id, func(f *frame) bool { return f.Type == "heartbeat_ack" && f.ID == id })
 	return time.Since(sent)
 }
 
-// redisReadTimeout is go-redis's default read timeout: the longest a Redis
+// goRedisReadTimeout is go-redis's default read timeout: the longest a Redis
 // command over a blackholed link may wait for its reply. The bridge gives
 // its calls shorter deadlines of their own (TestClusterRedisCutHonoursTimeouts);
 // the tests wait for this bound, not for those.
-const redisReadTimeout = 5 * time.Second
+const goRedisReadTimeout = 5 * time.Second
 
-// slowHealth is healthOf with a timeout past redisReadTimeout, for a node
+// patientHealth is healthOf with a timeout past goRedisReadTimeout, for a node
 // whose health waits on a blackholed Redis.
-func slowHealth(t *testing.T, p *servertest.Proc, scope string) map[string]any {
+func patientHealth(t *testing.T, p *servertest.Proc, scope string) map[string]any {
 	t.Helper()
 	path := "/health/connections"
 	if scope != "" {
 		path += "?scope=" + scope
 	}
-	hc := &http.Client{Timeout: 3 * redisReadTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	hc := &http.Client{Timeout: 3 * goRedisReadTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := hc.Get(p.URL(path))
 	if err != nil {
 		t.Fatalf("health: %v", err)
@@ -72,10 +72,10 @@ func slowHealth(t *testing.T, p *servertest.Proc, scope string) map[string]any {
 	return m
 }
 
-// fastAck bounds a heartbeat round trip on loopback, on a busy two-core
+// fastRoundTrip bounds a heartbeat round trip on loopback, on a busy two-core
 // machine under -race: far below the 3 s a Redis command waits for a
 // blackholed reply, so a hub that waited on Redis would show.
-const fastAck = 400 * time.Millisecond
+const fastRoundTrip = 400 * time.Millisecond
 
 // Redis cut off from one node for less than NODE_TTL: that node keeps
 // serving its own players (heartbeats are answered at once, rolls between
@@ -86,13 +86,13 @@ const fastAck = 400 * time.Millisecond
 //
 // NODE_TTL is 12 s here, not the harness's 1.5 s: the node knows Redis is
 // gone only once a call over the blackholed link times out (up to
-// redisReadTimeout), and a heartbeat in flight then is cut short by the
+// goRedisReadTimeout), and a heartbeat in flight then is cut short by the
 // heal, so "down, then healed before anyone declares the node dead" needs a
 // TTL well above that. For the same reason the cut-off node's health is read
 // with a longer timeout than healthOf's.
 func TestClusterRedisBlackholeShort(t *testing.T) {
 	const ttl = 12 * time.Second
-	_, proxy, nodes := partitioned(t, map[string]string{"NODE_TTL": ttl.String()})
+	_, proxy, nodes := behindProxy(t, map[string]string{"NODE_TTL": ttl.String()})
 	game := gameID(111)
 	p1 := dial(t, nodes[0].Addr)
 	p2 := dial(t, nodes[0].Addr)
@@ -102,9 +102,9 @@ func TestClusterRedisBlackholeShort(t *testing.T) {
 	q.join(game)
 	var k1, k2, kq []*frame
 	p1.roll(game, "pre-1")
-	await(p1, &k1, 5*time.Second, "p1's own roll", func(f *frame) bool { return f.ID == "pre-1" })
-	await(p2, &k2, 5*time.Second, "p1's roll at p2", func(f *frame) bool { return f.Type == "dice_rolled" })
-	await(q, &kq, 5*time.Second, "p1's roll at q", func(f *frame) bool { return f.Type == "dice_rolled" })
+	awaitKept(p1, &k1, 5*time.Second, "p1's own roll", func(f *frame) bool { return f.ID == "pre-1" })
+	awaitKept(p2, &k2, 5*time.Second, "p1's roll at p2", func(f *frame) bool { return f.Type == "dice_rolled" })
+	awaitKept(q, &kq, 5*time.Second, "p1's roll at q", func(f *frame) bool { return f.Type == "dice_rolled" })
 
 	cut := time.Now()
 	proxy.Blackhole()
@@ -115,31 +115,31 @@ func TestClusterRedisBlackholeShort(t *testing.T) {
 			c    *client
 			kept *[]*frame
 		}{{p1, &k1}, {p2, &k2}} {
-			if d := heartbeatRTT(x.c, x.kept, fmt.Sprintf("h%d", i)); d > fastAck {
-				t.Fatalf("heartbeat round trip %s with Redis cut off, want under %s: the hub waits on Redis", d, fastAck)
+			if d := heartbeatRoundTrip(x.c, x.kept, fmt.Sprintf("h%d", i)); d > fastRoundTrip {
+				t.Fatalf("heartbeat round trip %s with Redis cut off, want under %s: the hub waits on Redis", d, fastRoundTrip)
 			}
 		}
 	}
-	eventually(t, redisReadTimeout+slack, "engine down on the cut-off node", func() bool {
-		return slowHealth(t, nodes[0], "")["engine"] == "down"
+	eventually(t, goRedisReadTimeout+slack, "engine down on the cut-off node", func() bool {
+		return patientHealth(t, nodes[0], "")["engine"] == "down"
 	})
 	t.Logf("engine down %s after the cut", time.Since(cut).Round(time.Millisecond))
 	// Still served: the roll sent at the cut reaches p2, and p1 has its reply.
-	await(p2, &k2, redisReadTimeout+slack, "p1's roll during the cut, at p2", func(f *frame) bool {
+	awaitKept(p2, &k2, goRedisReadTimeout+slack, "p1's roll during the cut, at p2", func(f *frame) bool {
 		return f.Type == "dice_rolled" && f.field("sid") == p1.sid
 	})
-	await(p1, &k1, slack, "p1's reply to its roll during the cut", func(f *frame) bool { return f.ID == "part-1" })
+	awaitKept(p1, &k1, slack, "p1's reply to its roll during the cut", func(f *frame) bool { return f.ID == "part-1" })
 	t.Logf("a roll sent at the cut was delivered %s after it", time.Since(cut).Round(time.Millisecond))
 	// Now that the node knows, rolls between its players are as fast as ever.
 	for i := range 3 {
 		sent := time.Now()
 		p2.roll(game, fmt.Sprintf("part-2-%d", i))
-		await(p1, &k1, 5*time.Second, "p2's roll during the cut, at p1", func(f *frame) bool {
+		awaitKept(p1, &k1, 5*time.Second, "p2's roll during the cut, at p1", func(f *frame) bool {
 			return f.Type == "dice_rolled" && f.field("sid") == p2.sid
 		})
-		await(p2, &k2, 5*time.Second, "p2's own roll", func(f *frame) bool { return f.ID == fmt.Sprintf("part-2-%d", i) })
-		if d := time.Since(sent); d > fastAck {
-			t.Fatalf("a roll between two players of the cut-off node took %s, want under %s", d, fastAck)
+		awaitKept(p2, &k2, 5*time.Second, "p2's own roll", func(f *frame) bool { return f.ID == fmt.Sprintf("part-2-%d", i) })
+		if d := time.Since(sent); d > fastRoundTrip {
+			t.Fatalf("a roll between two players of the cut-off node took %s, want under %s", d, fastRoundTrip)
 		}
 	}
 	if h := healthOf(t, nodes[0], ""); h["engine"] != "down" || h["scope"] != "node" || h["total_sessions"] != 2.0 {
@@ -165,17 +165,17 @@ func TestClusterRedisBlackholeShort(t *testing.T) {
 	// Redis's again, not their node's own count during the cut; see
 	// TestClusterRedisBlackholeOffsets.)
 	p1.roll(game, "after-1")
-	await(p1, &k1, 5*time.Second, "p1's own roll after the heal", func(f *frame) bool { return f.ID == "after-1" })
-	await(q, &kq, 5*time.Second, "p1's roll after the heal, at q", func(f *frame) bool {
+	awaitKept(p1, &k1, 5*time.Second, "p1's own roll after the heal", func(f *frame) bool { return f.ID == "after-1" })
+	awaitKept(q, &kq, 5*time.Second, "p1's roll after the heal, at q", func(f *frame) bool {
 		return f.Type == "dice_rolled" && f.field("sid") == p1.sid
 	})
 	q.roll(game, "after-2")
-	await(q, &kq, 5*time.Second, "q's own roll", func(f *frame) bool { return f.ID == "after-2" })
+	awaitKept(q, &kq, 5*time.Second, "q's own roll", func(f *frame) bool { return f.ID == "after-2" })
 	for _, x := range []struct {
 		c    *client
 		kept *[]*frame
 	}{{p1, &k1}, {p2, &k2}} {
-		await(x.c, x.kept, 5*time.Second, "q's roll after the heal", func(f *frame) bool {
+		awaitKept(x.c, x.kept, 5*time.Second, "q's roll after the heal", func(f *frame) bool {
 			return f.Type == "dice_rolled" && f.field("sid") == q.sid
 		})
 	}
@@ -193,7 +193,7 @@ func TestClusterRedisBlackholeShort(t *testing.T) {
 // connections with goodbye 1001 resumable, and its players resume on the
 // other node, recovered, with everything they missed.
 func TestClusterRedisBlackholeLong(t *testing.T) {
-	_, proxy, nodes := partitioned(t, nil)
+	_, proxy, nodes := behindProxy(t, nil)
 	game := gameID(112)
 	p1 := dial(t, nodes[0].Addr)
 	p2 := dial(t, nodes[0].Addr)
@@ -203,7 +203,7 @@ func TestClusterRedisBlackholeLong(t *testing.T) {
 	q.join(game)
 	var kq []*frame
 	q.roll(game, "pre-1")
-	last := await(q, &kq, 5*time.Second, "q's own roll", func(f *frame) bool { return f.ID == "pre-1" }).offset()
+	last := awaitKept(q, &kq, 5*time.Second, "q's own roll", func(f *frame) bool { return f.ID == "pre-1" }).offset()
 	p1.expect("dice_rolled", nil)
 	p2.expect("dice_rolled", nil)
 
@@ -211,7 +211,7 @@ func TestClusterRedisBlackholeLong(t *testing.T) {
 	proxy.Blackhole()
 	away := map[any]bool{}
 	for len(away) < 2 {
-		f := await(q, &kq, nodeTTL+slack, "the cut-off node's players away", func(f *frame) bool {
+		f := awaitKept(q, &kq, nodeTTL+slack, "the cut-off node's players away", func(f *frame) bool {
 			return f.Type == "presence" && f.field("status") == "away"
 		})
 		if f.field("reason") != "timeout" || (f.field("sid") != p1.sid && f.field("sid") != p2.sid) {
@@ -221,12 +221,12 @@ func TestClusterRedisBlackholeLong(t *testing.T) {
 	}
 	t.Logf("both away %s after the cut (NODE_TTL %s)", time.Since(cut).Round(time.Millisecond), nodeTTL)
 	q.roll(game, "during") // missed by p1 and p2: their replays bring it
-	during := await(q, &kq, 5*time.Second, "q's own roll", func(f *frame) bool { return f.ID == "during" }).offset()
+	during := awaitKept(q, &kq, 5*time.Second, "q's own roll", func(f *frame) bool { return f.ID == "during" }).offset()
 
 	healed := time.Now()
 	proxy.Heal()
 	for _, x := range []*client{p1, p2} {
-		code, fs := closeStatus(x, nodeTTL+slack)
+		code, fs := closeOf(x, nodeTTL+slack)
 		var bye *frame
 		for _, f := range fs {
 			if f.Type == "goodbye" {
@@ -234,24 +234,24 @@ func TestClusterRedisBlackholeLong(t *testing.T) {
 			}
 		}
 		if bye == nil || bye.field("code") != 1001.0 || bye.field("reason") != "shutdown" || bye.field("resumable") != true || code != 1001 {
-			t.Fatalf("after the heal: close code %d, frames:\n%s\nwant goodbye 1001 shutdown resumable, then close 1001", code, raws(fs))
+			t.Fatalf("after the heal: close code %d, frames:\n%s\nwant goodbye 1001 shutdown resumable, then close 1001", code, rawFrames(fs))
 		}
 	}
 	t.Logf("fenced %s after the heal", time.Since(healed).Round(time.Millisecond))
 
 	for _, x := range []*client{p1, p2} {
-		r, res := resumeOn(t, nodes[1].Addr, x, game, epoch, last)
-		g := resumedGame(res, game)
+		r, res := resumeAt(t, nodes[1].Addr, x, game, epoch, last)
+		g := resumedEntry(res, game)
 		if g == nil || g["recovered"] != true {
 			t.Fatalf("resume after the fence: %s, want the game recovered", res.raw)
 		}
-		got := readUntil(r, 5*time.Second, "the roll missed during the cut, replayed", func(f *frame) bool {
+		got := framesUntil(r, 5*time.Second, "the roll missed during the cut, replayed", func(f *frame) bool {
 			return f.Type == "dice_rolled"
 		})
 		if f := got[len(got)-1]; f.offset() != during || f.field("sid") != q.sid {
 			t.Fatalf("replayed %s, want q's roll at %d", f.raw, during)
 		}
-		await(q, &kq, 5*time.Second, "back after the resume", func(f *frame) bool {
+		awaitKept(q, &kq, 5*time.Second, "back after the resume", func(f *frame) bool {
 			return f.Type == "presence" && f.field("sid") == x.sid && f.field("status") == "back"
 		})
 	}
@@ -274,7 +274,7 @@ func TestClusterRedisBlackholeLong(t *testing.T) {
 // reaches the other player of that node within it.
 func TestClusterRedisCutHonoursTimeouts(t *testing.T) {
 	const budget = 2*time.Second + time.Second // the bridge's 2 s, and slack
-	_, proxy, nodes := partitioned(t, map[string]string{"NODE_TTL": "12s"})
+	_, proxy, nodes := behindProxy(t, map[string]string{"NODE_TTL": "12s"})
 	game := gameID(113)
 	p1 := dial(t, nodes[0].Addr)
 	p2 := dial(t, nodes[0].Addr)
@@ -285,12 +285,12 @@ func TestClusterRedisCutHonoursTimeouts(t *testing.T) {
 	proxy.Blackhole()
 	cut := time.Now()
 	p1.roll(game, "cut-1")
-	h := slowHealth(t, nodes[0], "")
+	h := patientHealth(t, nodes[0], "")
 	took := time.Since(cut)
 	if took > budget {
 		t.Errorf("/health/connections of the cut-off node answered after %s (engine %v), want within %s", took.Round(time.Millisecond), h["engine"], budget)
 	}
-	await(p2, &k2, redisReadTimeout+slack, "p1's roll at p2", func(f *frame) bool {
+	awaitKept(p2, &k2, goRedisReadTimeout+slack, "p1's roll at p2", func(f *frame) bool {
 		return f.Type == "dice_rolled" && f.field("sid") == p1.sid
 	})
 	if took := time.Since(cut); took > budget {

@@ -44,7 +44,7 @@ func TestClusterRedisFlushed(t *testing.T) {
 // (recovered:false, the epoch it named being gone).
 func liveGameSurvives(t *testing.T, r *redistest.Server, nodes []*servertest.Proc, game string, cycles int, lose func()) {
 	t.Helper()
-	engineUp(t, nodes...)
+	enginesUp(t, nodes...)
 	a := dial(t, nodes[0].Addr)
 	b := dial(t, nodes[1].Addr)
 	epoch := a.join(game).field("epoch")
@@ -100,8 +100,8 @@ func liveGameSurvives(t *testing.T, r *redistest.Server, nodes []*servertest.Pro
 	// so the game is not recovered, and the reply names the new epoch.
 	a.ws.CloseNow()
 	b.presence(a.sid, "away")
-	_, res := resumeOn(t, nodes[1].Addr, a, game, epoch, 1)
-	g := resumedGame(res, game)
+	_, res := resumeAt(t, nodes[1].Addr, a, game, epoch, 1)
+	g := resumedEntry(res, game)
 	if res.field("sid") != a.sid || g == nil || g["recovered"] != false || g["epoch"] == epoch {
 		t.Fatalf("resume after the loss: %s, want a's session with the game in a new epoch, not recovered", res.raw)
 	}

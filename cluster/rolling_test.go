@@ -14,7 +14,7 @@ import (
 func TestClusterReplacementKeepsHandedOverSessions(t *testing.T) {
 	env := map[string]string{"NODE_TTL": "15s"}
 	r, nodes := startCluster(t, 2, env)
-	engineUp(t, nodes...)
+	enginesUp(t, nodes...)
 	game := gameID(133)
 	a := dial(t, nodes[0].Addr)
 	b := dial(t, nodes[1].Addr)
@@ -30,8 +30,8 @@ func TestClusterReplacementKeepsHandedOverSessions(t *testing.T) {
 	}
 	b.presence(a.sid, "away")
 	startNode(t, r.URL(), "n1", env)
-	_, res := resumeOn(t, nodes[1].Addr, a, game, epoch, seen)
-	if g := resumedGame(res, game); res.field("sid") != a.sid || g == nil || g["recovered"] != true {
+	_, res := resumeAt(t, nodes[1].Addr, a, game, epoch, seen)
+	if g := resumedEntry(res, game); res.field("sid") != a.sid || g == nil || g["recovered"] != true {
 		t.Fatalf("resume on n2 after n1 was replaced: %s", res.raw)
 	}
 	b.presence(a.sid, "back")
