@@ -40,6 +40,8 @@ type emitOp struct {
 	head     header
 	snapshot bool   // the origin wants the member list with its copy (a join)
 	action   string // "<sid>/<id>" of an action sent with an id, or ""
+	last     uint64 // the last offset the origin delivered in the game: a re-created game goes on after it
+	again    bool   // sent a second time, after a resync registered the game's seats again
 }
 
 // recordOp writes (rec != nil) or deletes a session's record, which lets
@@ -56,6 +58,7 @@ type recordOp struct {
 type claimOp struct {
 	token string
 	ref   string
+	user  *int64 // the claiming conn's user: only the same user may take the session
 }
 
 // moveOp hands session sid, released by this node, to node to, which asked
@@ -89,6 +92,13 @@ type unsentMsg struct {
 	nogame bool
 }
 
+// refusedMsg tells the hub Redis sequenced none of op: why is "fenced",
+// "gone" (the seat it is about was ended elsewhere first) or "full".
+type refusedMsg struct {
+	op  emitOp
+	why string
+}
+
 // adoptMsg gives the hub a dead node's sessions, now this node's.
 type adoptMsg struct {
 	records []sessionRecord
@@ -103,18 +113,20 @@ type releaseMsg struct {
 // claimedMsg answers a claimOp: the session (nil when no node holds it),
 // with each of its games as Redis holds them.
 type claimedMsg struct {
-	ref   string
-	rec   *sessionRecord
-	games map[string]*fetchedGame
+	ref      string
+	rec      *sessionRecord
+	games    map[string]*fetchedGame
+	mismatch bool // the session is another user's: it stays where it is
 }
 
 // fetchedGame is a game as Redis holds it: its position, its history and its members.
 type fetchedGame struct {
-	epoch   string
-	last    uint64
-	frames  [][]byte // the history, oldest first, ending at last
-	members []remoteMember
-	actions map[string]uint64 // "<sid>/<id>" of the actions in the history -> their offsets
+	epoch    string
+	last     uint64
+	frames   [][]byte // the history, oldest first, ending at last
+	members  []remoteMember
+	actions  map[string]uint64 // "<sid>/<id>" of the actions in the history -> their offsets
+	settings string            // the game's settings in Redis (JSON), "" for none
 }
 
 // bridgeConfig is what the bridge needs of the configuration.
@@ -124,6 +136,7 @@ type bridgeConfig struct {
 	ttl           time.Duration
 	historyFrames int
 	historyBytes  int
+	maxSeats      int // MAX_GAME_SESSIONS, checked in Redis for the whole cluster
 	queue         int // operations the publisher's queue holds
 }
 
@@ -142,11 +155,12 @@ type bridge struct {
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
 
-	up         atomic.Bool
-	subscribed atomic.Bool // the mailbox subscription is confirmed since the last loss
-	full    atomic.Uint64 // operations refused by a full queue
-	gaps    atomic.Uint64 // events lost for good (not in the stream any more)
-	refusal atomic.Uint64 // events Redis refused to sequence (fenced, game gone)
+	up          atomic.Bool
+	firstUp     chan struct{} // closed once the hub has heard Redis is up, the first time
+	firstUpOnce sync.Once
+	full        atomic.Uint64 // operations refused by a full queue
+	gaps        atomic.Uint64 // events lost for good (not in the stream any more)
+	refusal     atomic.Uint64 // events Redis refused to sequence (fenced, game gone)
 
 	// each game's epoch and next offset: written by the mailbox reader, and
 	// by the hub when it stops following a game (held for map steps only)
@@ -170,10 +184,13 @@ func newBridge(cfg bridgeConfig, log zerolog.Logger, toHub func(hubMsg) bool, co
 	if cfg.queue <= 0 {
 		cfg.queue = 65536
 	}
+	if cfg.maxSeats <= 0 {
+		cfg.maxSeats = 1 << 30 // no bound but the hub's own
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &bridge{cfg: cfg, log: log.With().Str("node", cfg.node).Logger(),
 		pub: redis.NewClient(&pubOpts), aux: redis.NewClient(&auxOpts), ops: make(chan bridgeOp, cfg.queue),
-		toHub: toHub, counts: counts, ctx: ctx, cancel: cancel, feed: make(map[string]*feedPos)}
+		toHub: toHub, counts: counts, ctx: ctx, cancel: cancel, feed: make(map[string]*feedPos), firstUp: make(chan struct{})}
 	b.incarnation.Store(rand.Text()[:12])
 	return b
 }
@@ -207,6 +224,13 @@ func (b *bridge) start() {
 	if err := ps.Subscribe(b.ctx, mailbox(b.cfg.node)); err != nil {
 		b.log.Warn().Err(err).Msg("redis mailbox subscription failed; retrying in the background")
 	}
+	// A node that served its first players alone would split their games
+	// in two: it waits, within NODE_TTL, for the hub to hear Redis is up.
+	select {
+	case <-b.firstUp:
+	case <-time.After(b.cfg.ttl):
+		b.log.Warn().Dur("waited", b.cfg.ttl).Msg("redis not up at start: serving this node's own players until it answers")
+	}
 }
 
 // leftoverScript takes the sessions an earlier run of this NODE_ID left in
@@ -215,7 +239,14 @@ func (b *bridge) start() {
 var leftoverScript = redis.NewScript(`
 local all = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
-return all
+local taken = {}
+for i = 1, #all, 2 do
+  if redis.call('GET', 'dugout:s:' .. all[i]) == ARGV[1] then -- still this node's, not moved on
+    taken[#taken + 1] = all[i]
+    taken[#taken + 1] = all[i + 1]
+  end
+end
+return taken
 `)
 
 // leftovers adopts what an earlier run of this node left: nobody else
@@ -224,7 +255,7 @@ return all
 func (b *bridge) leftovers() {
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
 	defer cancel()
-	res, err := leftoverScript.Run(ctx, b.aux, []string{nodeSessions(b.cfg.node)}).StringSlice()
+	res, err := leftoverScript.Run(ctx, b.aux, []string{nodeSessions(b.cfg.node)}, b.cfg.node).StringSlice()
 	if err != nil || len(res) == 0 {
 		return // Redis away at start: the sessions wait for this node's next start, or their owner key's claims
 	}
@@ -235,7 +266,7 @@ func (b *bridge) leftovers() {
 		}
 	}
 	b.log.Info().Int("sessions", len(recs)).Msg("adopted the sessions an earlier run of this node left")
-	b.toHub(adoptMsg{records: recs})
+	b.toHub(adoptMsg{records: recs}) // at once, so a resume's release finds them; their games hear of them once Redis is up
 }
 
 // stop ends the goroutines and closes the connections. Called once the hub has stopped.
@@ -294,7 +325,7 @@ func (b *bridge) run(op bridgeOp) {
 		}
 		res, err := emitScript.Run(ctx, b.pub, keys, b.cfg.node, op.kind, op.sid, userField(op.user), op.frame,
 			newEpoch(), b.cfg.historyFrames, b.cfg.historyBytes, op.head.encode(), snap,
-			keyPrefix+"dead:", keyPrefix+"mbox:", op.game, op.action, b.incarnationNow()).StringSlice()
+			keyPrefix+"dead:", keyPrefix+"mbox:", op.game, op.action, b.incarnationNow(), op.last, b.cfg.maxSeats).StringSlice()
 		var refused redis.Error
 		switch {
 		case errors.As(err, &refused):
@@ -310,6 +341,9 @@ func (b *bridge) run(op bridgeOp) {
 			b.toHub(unsentMsg{op: op, nogame: true})
 		case len(res) == 1 && res[0] == "fenced":
 			b.refusal.Add(1) // the heartbeat tells the hub, which closes everything
+			b.toHub(refusedMsg{op: op, why: "fenced"})
+		case len(res) == 1:
+			b.toHub(refusedMsg{op: op, why: res[0]}) // gone, full
 		}
 	case recordOp:
 		b.record(ctx, op)
@@ -344,7 +378,6 @@ func (b *bridge) failed(err error, what string) {
 
 // lost marks Redis unreachable and tells the hub, once.
 func (b *bridge) lost(err error) {
-	b.subscribed.Store(false) // go-redis says nothing when the subscription's connection drops
 	if b.up.Swap(false) {
 		b.log.Warn().Err(err).Msg("redis unreachable: serving this node's own players until it answers")
 		b.toHub(engineMsg{up: false})
@@ -356,22 +389,47 @@ func (b *bridge) record(ctx context.Context, op recordOp) {
 	if !b.up.Load() {
 		return // registered again at the resync
 	}
-	p := b.pub.TxPipeline()
-	if op.rec == nil {
-		p.HDel(ctx, nodeSessions(b.cfg.node), op.sid)
-		p.Del(ctx, ownerKey(op.sid))
-		p.Del(ctx, tokenKey(op.token))
-	} else {
-		p.HSet(ctx, nodeSessions(b.cfg.node), op.sid, op.rec)
-		if op.fresh {
-			p.Set(ctx, ownerKey(op.sid), b.cfg.node, 0)
-			p.Set(ctx, tokenKey(op.token), op.sid, 0)
-		}
+	put := "0"
+	if op.fresh {
+		put = "2"
+	} else if op.rec != nil {
+		put = "1"
 	}
-	if _, err := p.Exec(ctx); err != nil {
+	err := recordScript.Run(ctx, b.pub, []string{nodeSessions(b.cfg.node), ownerKey(op.sid), tokenKey(op.token), deadKey(b.cfg.node)},
+		b.cfg.node, op.sid, put, op.rec, b.incarnationNow()).Err()
+	if err != nil {
 		b.failed(err, "a session record")
 	}
 }
+
+// recordScript writes (ARGV[3] 1, or 2 for a fresh session, which also
+// takes its owner and token keys) or deletes (0) a session's record. KEYS:
+// the node's sessions, the session's owner key, its token key, the node's
+// tombstone. ARGV: the node, the sid, the mode, the record, the
+// incarnation. A node declared dead writes nothing, and a node writes only
+// the sessions it owns: a record of one that moved on, written late, would
+// be a ghost a reaper hands out.
+var recordScript = redis.NewScript(`
+if redis.call('GET', KEYS[4]) == ARGV[5] then return 'fenced' end
+local owner = redis.call('GET', KEYS[2])
+if ARGV[3] == '2' then
+  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('SET', KEYS[3], ARGV[2])
+  owner = ARGV[1]
+end
+if owner ~= ARGV[1] then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  return 'moved'
+end
+if ARGV[3] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+  if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+else
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+end
+return 'ok'
+`)
 
 // mailLoop reads this node's mailbox and hands the hub what it says, in order.
 func (b *bridge) mailLoop(ps *redis.PubSub, ch <-chan any) {
@@ -393,7 +451,6 @@ func (b *bridge) mailLoop(ps *redis.PubSub, ch <-chan any) {
 				// Redis up only once the mailbox is subscribed, so nothing
 				// sequenced after that report is published to nobody.
 				if v.Kind == "subscribe" {
-					b.subscribed.Store(true)
 					b.log.Debug().Msg("redis mailbox subscribed")
 				}
 			case *redis.Message:
@@ -446,6 +503,9 @@ func (b *bridge) repair(game string, pos *feedPos, upTo uint64) {
 	defer cancel()
 	entries, err := b.aux.XRange(ctx, gameKeys(game)[1], strconv.FormatUint(pos.next, 10)+"-1", strconv.FormatUint(upTo-1, 10)+"-1").Result()
 	want := pos.next
+	// A new epoch's offsets start after the last a resync brought (not at
+	// 1): what comes before its first event is not lost, it never was.
+	fresh := pos.next == 1
 	if err == nil {
 		for _, e := range entries {
 			off, _ := strconv.ParseUint(strings.TrimSuffix(e.ID, "-1"), 10, 64)
@@ -453,14 +513,23 @@ func (b *bridge) repair(game string, pos *feedPos, upTo uint64) {
 			if off < want {
 				continue
 			}
+			if fresh {
+				want, fresh = off, false
+			}
 			if off > want {
 				b.gaps.Add(off - want)
 			}
-			b.toHub(mailMsg{epoch: pos.epoch, offset: off, head: header{game: game, kind: "repair"}, frame: []byte(frame)})
+			head := header{game: game, kind: "repair"}
+			if h, ok := e.Values["h"].(string); ok {
+				if parsed, ok := parseHeader(h); ok {
+					head = parsed
+				}
+			}
+			b.toHub(mailMsg{epoch: pos.epoch, offset: off, head: head, frame: []byte(frame)})
 			want = off + 1
 		}
 	}
-	if want < upTo {
+	if want < upTo && !fresh {
 		b.gaps.Add(upTo - want)
 		b.log.Warn().Str("game_id", game).Uint64("from", want).Uint64("to", upTo-1).Msg("game events lost to this node: not in the stream any more")
 	}
@@ -482,18 +551,21 @@ func newEpoch() string { return rand.Text() }
 // that are not.
 func (b *bridge) heartbeatLoop() {
 	defer b.wg.Done()
-	tick := time.NewTicker(b.cfg.ttl / 3)
-	defer tick.Stop()
 	registered := false
 	for {
 		registered = b.beat(registered)
+		wait := b.cfg.ttl / 3
 		if b.up.Load() {
 			b.reap()
+		} else {
+			// Down: try again soon (Redis back, or the mailbox resubscribed)
+			// rather than a third of NODE_TTL later.
+			wait = min(wait, 100*time.Millisecond)
 		}
 		select {
 		case <-b.ctx.Done():
 			return
-		case <-tick.C:
+		case <-time.After(wait):
 		}
 	}
 }
@@ -537,13 +609,19 @@ func (b *bridge) beat(registered bool) bool {
 	}
 	p.PExpire(ctx, nodeUsers(b.cfg.node), 2*b.cfg.ttl)
 	p.Exec(ctx)
-	if !b.subscribed.Load() {
-		return true // registered, but not up until the mailbox is subscribed again
+	// Up only once Redis itself lists the mailbox's subscriber (go-redis
+	// says nothing when the subscription's connection drops, and
+	// resubscribes on its own): nothing sequenced after this node reports
+	// up is then published to nobody.
+	if n, err := b.aux.PubSubNumSub(ctx, mailbox(b.cfg.node)).Result(); err != nil || n[mailbox(b.cfg.node)] == 0 {
+		return true
 	}
 	wasUp := b.up.Swap(true)
 	if !wasUp || res == "new" && registered {
 		b.toHub(engineMsg{up: true, resync: registered || res == "new"})
 	}
+	b.firstUpOnce.Do(func() { close(b.firstUp) })
+
 	return true
 }
 

@@ -59,10 +59,23 @@ if redis.call('GET', ARGV[11] .. node) == ARGV[15] then return {'fenced'} end
 local meta, log, mem, nodes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
-  if kind ~= 'joined' and kind ~= 'back' and kind ~= 'away' then return {'nogame'} end
+  -- only a join makes a game, and only a first one: a node that delivered
+  -- events of it already (ARGV[16]) finds Redis lost it, and registers its
+  -- seats again before it joins another
+  if kind ~= 'joined' or tonumber(ARGV[16]) > 0 then return {'nogame'} end
   epoch = ARGV[6]
   redis.call('DEL', log, mem, nodes)
-  redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'bytes', 0)
+  -- offsets go on after the last the joiner's node delivered: a client
+  -- drops an offset it has seen, even across a new epoch
+  redis.call('HSET', meta, 'epoch', epoch, 'seq', ARGV[16], 'bytes', 0)
+end
+local old = false
+if kind ~= 'event' then old = redis.call('HGET', mem, sid) end
+if kind ~= 'event' and kind ~= 'joined' and not old then
+  return {'gone'} -- another node ended the seat first: nothing to tell
+end
+if kind == 'joined' and not old and redis.call('HLEN', mem) >= tonumber(ARGV[17]) then
+  return {'full'}
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local framed = frame
@@ -79,7 +92,6 @@ local function drop(n)
   if redis.call('HINCRBY', nodes, n, -1) <= 0 then redis.call('HDEL', nodes, n) end
 end
 if kind ~= 'event' then
-  local old = redis.call('HGET', mem, sid)
   if old then
     local was = string.match(old, '^([^|]*)')
     targets[was] = true
@@ -110,10 +122,11 @@ while n > 0 and (n >= maxF or bytes + #framed > maxB) do
   n = n - 1
 end
 if #framed <= maxB then
+  -- the mailbox header rides along, so a repair rebuilds the whole message
   if ARGV[14] ~= '' then
-    redis.call('XADD', log, seq .. '-1', 'f', framed, 'a', ARGV[14])
+    redis.call('XADD', log, seq .. '-1', 'f', framed, 'h', ARGV[9], 'a', ARGV[14])
   else
-    redis.call('XADD', log, seq .. '-1', 'f', framed)
+    redis.call('XADD', log, seq .. '-1', 'f', framed, 'h', ARGV[9])
   end
   bytes = bytes + #framed
 end
@@ -168,11 +181,36 @@ if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return {} end
 redis.call('SET', KEYS[3], redis.call('HGET', KEYS[6], ARGV[1]) or '', 'PX', ARGV[3])
 local all = redis.call('HGETALL', KEYS[4])
 redis.call('DEL', KEYS[4])
+local taken = {}
 for i = 1, #all, 2 do
-  redis.call('HSET', KEYS[5], all[i], all[i + 1])
-  redis.call('SET', 'dugout:s:' .. all[i], ARGV[2])
+  local sid = all[i]
+  -- only what the dead node still owned: a record it wrote of a session
+  -- that had moved on is stale
+  if redis.call('GET', 'dugout:s:' .. sid) == ARGV[1] then
+  taken[#taken + 1] = sid
+  taken[#taken + 1] = all[i + 1]
+  redis.call('HSET', KEYS[5], sid, all[i + 1])
+  redis.call('SET', 'dugout:s:' .. sid, ARGV[2])
+  -- its seats are the reaper's now: the games' events go to the reaper, and
+  -- a kick from any node reaches the seat there
+  local ok, rec = pcall(cjson.decode, all[i + 1])
+  if ok then
+    for _, g in ipairs(rec.games or {}) do
+      local mem, nodes = 'dugout:g:' .. g .. ':mem', 'dugout:g:' .. g .. ':nodes'
+      local old = redis.call('HGET', mem, sid)
+      if old then
+        local was, rest = string.match(old, '^([^|]*)(.*)$')
+        if was ~= ARGV[2] then
+          if redis.call('HINCRBY', nodes, was, -1) <= 0 then redis.call('HDEL', nodes, was) end
+          redis.call('HINCRBY', nodes, ARGV[2], 1)
+          redis.call('HSET', mem, sid, ARGV[2] .. rest)
+        end
+      end
+    end
+  end
+  end
 end
-return all
+return taken
 `)
 
 // nodeIDPattern is what NODE_ID may be (contract v2 §1).
@@ -251,9 +289,8 @@ func parseMail(raw string) (mailMsg, error) {
 	if err != nil {
 		return mailMsg{}, fmt.Errorf("mailbox offset %q: %w", f[1], err)
 	}
-	ticket, _ := strconv.ParseUint(f[3], 10, 64)
-	m := mailMsg{epoch: f[0], offset: off, frame: []byte(frame),
-		head: header{origin: f[2], ticket: ticket, kind: f[4], game: f[5], sid: f[6], user: f[7], reason: f[8], by: f[9]}}
+	head, _ := parseHeader(strings.Join(f[2:], "\x1f"))
+	m := mailMsg{epoch: f[0], offset: off, frame: []byte(frame), head: head}
 	if snap != "" {
 		for _, p := range strings.Split(snap, "\x1e") {
 			sid, v, _ := strings.Cut(p, "=")
@@ -265,6 +302,16 @@ func parseMail(raw string) (mailMsg, error) {
 		}
 	}
 	return m, nil
+}
+
+// parseHeader reads what header.encode wrote.
+func parseHeader(line string) (header, bool) {
+	f := strings.Split(line, "\x1f")
+	if len(f) != 8 {
+		return header{}, false
+	}
+	ticket, _ := strconv.ParseUint(f[1], 10, 64)
+	return header{origin: f[0], ticket: ticket, kind: f[2], game: f[3], sid: f[4], user: f[5], reason: f[6], by: f[7]}, true
 }
 
 // parseMember reads a member value, node|status|user.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -80,6 +81,14 @@ local sid = redis.call('GET', KEYS[1])
 if not sid then return {'unknown'} end
 local owner = redis.call('GET', 'dugout:s:' .. sid)
 if not owner then return {'unknown'} end
+local held = redis.call('HGET', 'dugout:n:' .. owner .. ':s', sid)
+if held then
+  -- the user is checked before anything moves: a resume refused as
+  -- user_mismatch leaves the session where it is, its conn untouched
+  local u = cjson.decode(held).user
+  if u == cjson.null then u = '' else u = string.format('%d', u) end
+  if u ~= ARGV[3] then return {'mismatch'} end
+end
 if owner ~= ARGV[1] and redis.call('EXISTS', 'dugout:node:' .. owner) == 1 then
   redis.call('PUBLISH', 'dugout:mbox:' .. owner, 'Crelease\31' .. sid .. '\31' .. ARGV[1] .. '\31' .. ARGV[2] .. '\n')
   return {'asked'}
@@ -103,12 +112,15 @@ var moveScript = redis.NewScript(moveMembers + `return 1`)
 // the hub hears it through this node's mailbox (moved) or the holder's
 // (asked, then moved or gone); only an unknown token is answered here.
 func (b *bridge) claim(ctx context.Context, op claimOp) {
-	res, err := claimScript.Run(ctx, b.pub, []string{tokenKey(op.token)}, b.cfg.node, op.ref).StringSlice()
+	res, err := claimScript.Run(ctx, b.pub, []string{tokenKey(op.token)}, b.cfg.node, op.ref, userField(op.user)).StringSlice()
 	if err != nil {
 		b.failed(err, "a claim")
 	}
-	if err != nil || len(res) == 0 || res[0] == "unknown" {
+	switch {
+	case err != nil || len(res) == 0 || res[0] == "unknown":
 		b.toHub(claimedMsg{ref: op.ref})
+	case res[0] == "mismatch":
+		b.toHub(claimedMsg{ref: op.ref, mismatch: true})
 	}
 }
 
@@ -142,6 +154,8 @@ func (b *bridge) control(raw string) {
 			// wrote last is the session.
 			b.push(moveOp{sid: f[1], to: f[2], ref: f[3], stored: true})
 		}
+	case f[0] == "recheck" && len(f) == 2:
+		b.recheck(f[1])
 	case f[0] == "gone" && len(f) == 3:
 		b.toHub(claimedMsg{ref: f[2]})
 	case f[0] == "moved" && len(f) == 3:
@@ -152,6 +166,33 @@ func (b *bridge) control(raw string) {
 			return
 		}
 		b.toHub(claimedMsg{ref: f[2], rec: &rec, games: b.fetch(rec.Games)})
+	}
+}
+
+// recheck repairs, from the stream, what this node has not had of game: a
+// resync registered its seats in a game other nodes may have sequenced
+// events in meanwhile. Runs on the mailbox reader.
+func (b *bridge) recheck(game string) {
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	v, err := b.aux.HMGet(ctx, gameKeys(game)[0], "epoch", "seq").Result()
+	if err != nil || len(v) < 2 || v[0] == nil || v[1] == nil {
+		return
+	}
+	epoch, _ := v[0].(string)
+	seq, _ := strconv.ParseUint(fmt.Sprint(v[1]), 10, 64)
+	b.feedMu.Lock()
+	pos := b.feed[game]
+	if pos == nil {
+		pos = &feedPos{epoch: epoch, next: 1}
+		b.feed[game] = pos
+	} else if pos.epoch != epoch {
+		pos.epoch, pos.next = epoch, 1
+	}
+	b.feedMu.Unlock()
+	if seq >= pos.next {
+		b.repair(game, pos, seq+1)
+		pos.next = seq + 1
 	}
 }
 
@@ -168,6 +209,7 @@ func (b *bridge) fetch(games []string) map[string]*fetchedGame {
 		meta := p.HMGet(ctx, keys[0], "epoch", "seq")
 		log := p.XRange(ctx, keys[1], "-", "+")
 		mem := p.HGetAll(ctx, keys[2])
+		set := p.Get(ctx, settingsKey(g))
 		if _, err := p.Exec(ctx); err != nil && err != redis.Nil {
 			continue
 		}
@@ -197,10 +239,11 @@ func (b *bridge) fetch(games []string) map[string]*fetchedGame {
 		for sid, val := range mem.Val() {
 			fg.members = append(fg.members, parseMember(sid, val))
 		}
+		fg.settings = set.Val()
+		// The mailbox's position is left alone: what it still brings of the
+		// events read here reaches the hub too (other members get them, and
+		// this node's own tickets complete), and the mirror keeps each once.
 		out[g] = fg
-		b.feedMu.Lock()
-		b.feed[g] = &feedPos{epoch: fg.epoch, next: fg.last + 1}
-		b.feedMu.Unlock()
 	}
 	return out
 }
@@ -227,6 +270,10 @@ for i = 5, #ARGV, 2 do
   end
   redis.call('HSET', mem, ARGV[i], ARGV[i + 1])
 end
+-- this node's mailbox looks at the stream now: what other nodes sequenced
+-- in the game since Redis lost it reaches its members without waiting for
+-- the game's next event
+redis.call('PUBLISH', 'dugout:mbox:' .. ARGV[1], 'Crecheck\31' .. ARGV[3] .. '\n')
 return 1
 `)
 

@@ -119,6 +119,9 @@ func withOffset(frame []byte, n uint64) []byte {
 // offset it was given: a new epoch starts the history afresh, and so does a
 // gap, since a ring with a hole would replay the wrong events.
 func (g *gameLog) mirror(epoch string, offset uint64, framed []byte) {
+	if epoch == g.epoch && offset <= g.last {
+		return // kept already: read from Redis (a resume's fetch) before the mailbox brought it
+	}
 	if epoch != g.epoch || offset != g.last+1 {
 		g.seed(epoch, offset-1, nil)
 	}

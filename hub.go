@@ -302,16 +302,21 @@ func (h *hub) handle(m hubMsg) bool {
 		h.kickLookedUp(m)
 	case updateLookupMsg:
 		h.updateLookedUp(m)
+	case refusedMsg:
+		h.refused(m)
 	case shutdownMsg:
-		if h.cl != nil { // even with Redis away: another node adopts the sessions once it answers
-			h.handOver()
-		} else {
+		if h.cl == nil {
 			h.shutdown()
+			return false
 		}
-		return false
+		// Even with Redis away: another node adopts the sessions once it
+		// answers. The hub stays a moment for its hand-over's events to
+		// come back sequenced, so the webhook hears them with their offsets.
+		h.handOver()
+	case handOverDue:
 	}
 	h.dropSlow()
-	return true
+	return !h.handedOver()
 }
 
 // newSession builds the hub's record for a freshly accepted conn.

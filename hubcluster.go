@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,16 +31,40 @@ type clusterState struct {
 	remote  map[uuid.UUID]map[string]remoteMember // other nodes' members of the games this node holds
 	tickets map[uint64]func(m mailMsg)            // what waits on an event this node emitted
 	ticket  uint64                                // the last ticket given
-	gates   map[*session]map[uuid.UUID]struct{}   // games whose frames a session must not get yet
+	gates   map[*session]map[uuid.UUID]uint64     // games whose frames a session must not get yet, up to a floor (gated)
 	resumes map[string]*pendingResume             // by the fresh sid of the conn that resumes
 	unsent  map[uint64]struct{}                   // tickets of events delivered here unsequenced (unsent)
+	fails   map[uint64]func(why string)           // what undoes an emitted event Redis refused (refusedMsg)
+	leaving time.Time                             // set by a hand-over: the hub exits by then (handedOver)
+	untold  []untoldAway                          // adopted seats whose away waits for Redis to be up
+	// what ended while Redis was away, for Redis to hear once it is back
+	downLeft  []downSeat
+	downEnded []recordOp
+}
+
+// downSeat is a seat that ended while Redis was away.
+type downSeat struct {
+	game uuid.UUID
+	sid  string
+	user *int64
+	note presenceNote
+}
+
+// downMax bounds what an outage remembers to tell Redis afterwards.
+const downMax = 100000
+
+// untoldAway is an adopted session's away in one game, not yet told.
+type untoldAway struct {
+	game uuid.UUID
+	s    *session
 }
 
 // pendingResume is a resume waiting for Redis: for the session's record, or
 // for its back events' offsets.
 type pendingResume struct {
-	m     resumeMsg
-	timer *time.Timer
+	m      resumeMsg
+	timer  *time.Timer
+	finish func() // set once the session is taken up and waits for its back events
 }
 
 // resumeTimeoutMsg fails a resume that Redis did not answer in time.
@@ -51,10 +76,13 @@ const claimTimeout = 800 * time.Millisecond
 
 // newClusterState returns the hub's cluster side for bridge b.
 func newClusterState(b *bridge) *clusterState {
-	return &clusterState{b: b, node: b.cfg.node, up: true,
+	// Down until the bridge says Redis is up (its first heartbeat, once the
+	// mailbox is subscribed): what comes before is served here, and
+	// registered with Redis at that first report (a resync).
+	return &clusterState{b: b, node: b.cfg.node,
 		remote: make(map[uuid.UUID]map[string]remoteMember), tickets: make(map[uint64]func(mailMsg)),
-		gates: make(map[*session]map[uuid.UUID]struct{}), resumes: make(map[string]*pendingResume),
-		unsent: make(map[uint64]struct{})}
+		gates: make(map[*session]map[uuid.UUID]uint64), resumes: make(map[string]*pendingResume),
+		unsent: make(map[uint64]struct{}), fails: make(map[uint64]func(string))}
 }
 
 // clustered reports whether events go through Redis now. Runs on the hub goroutine.
@@ -69,7 +97,7 @@ func (h *hub) emit(game uuid.UUID, subject *session, shared []byte, kind string,
 	if kind == "settings" {
 		script = "event" // a game_updated: an event like any, which the other nodes apply
 	}
-	op := emitOp{game: game.String(), kind: script, frame: shared, snapshot: snapshot,
+	op := emitOp{game: game.String(), kind: script, frame: shared, snapshot: snapshot, last: h.lastOffset(game),
 		head: header{origin: h.cl.node, kind: kind, game: game.String(), reason: note.reason, by: by}}
 	if subject != nil {
 		op.sid, op.user = subject.sid, subject.userID
@@ -164,11 +192,12 @@ func (h *hub) mail(m mailMsg) {
 		h.cl.remote[game] = set
 	}
 	for s := range h.idx.members(game) {
-		if s.sid != m.head.sid && !h.gated(s, game) {
+		if s.sid != m.head.sid && !h.gated(s, game, m.offset) {
 			h.deliver(s, m.frame)
 		}
 	}
 	if mine && m.head.ticket != 0 {
+		delete(h.cl.fails, m.head.ticket)
 		if done := h.cl.tickets[m.head.ticket]; done != nil {
 			delete(h.cl.tickets, m.head.ticket)
 			done(m)
@@ -206,9 +235,11 @@ func (h *hub) forgetIfUnheld(game uuid.UUID) {
 	}
 }
 
-// gated reports whether s must not get game's frames yet: it waits for its
-// own join or resume to be sequenced. Runs on the hub goroutine.
-func (h *hub) gated(s *session, game uuid.UUID) bool {
+// gated reports whether s must not get game's event at offset: it waits
+// for its own join or resume to be sequenced (floor ^0), or was caught up
+// past it (a resume replayed what the mailbox still brings: floor is where
+// the replay ended). Runs on the hub goroutine.
+func (h *hub) gated(s *session, game uuid.UUID, offset uint64) bool {
 	if h.cl == nil {
 		return false
 	}
@@ -216,18 +247,38 @@ func (h *hub) gated(s *session, game uuid.UUID) bool {
 	if !ok {
 		return false
 	}
-	_, in := g[game]
-	return in
+	floor, in := g[game]
+	switch {
+	case !in:
+		return false
+	case floor == ^uint64(0) || offset <= floor:
+		return true
+	}
+	h.ungate(s, game) // past what it was caught up on: live from here
+	return false
+}
+
+// joining reports whether s's join or resume into game waits to be
+// sequenced. Runs on the hub goroutine.
+func (h *hub) joining(s *session, game uuid.UUID) bool {
+	if h.cl == nil {
+		return false
+	}
+	floor, in := h.cl.gates[s][game]
+	return in && floor == ^uint64(0)
 }
 
 // gate holds game's frames back from s until ungate. Runs on the hub goroutine.
-func (h *hub) gate(s *session, game uuid.UUID) {
+func (h *hub) gate(s *session, game uuid.UUID) { h.gateAt(s, game, ^uint64(0)) }
+
+// gateAt holds back from s game's events up to floor. Runs on the hub goroutine.
+func (h *hub) gateAt(s *session, game uuid.UUID, floor uint64) {
 	g := h.cl.gates[s]
 	if g == nil {
-		g = make(map[uuid.UUID]struct{}, 1)
+		g = make(map[uuid.UUID]uint64, 1)
 		h.cl.gates[s] = g
 	}
-	g[game] = struct{}{}
+	g[game] = floor
 }
 
 // ungate lets game's frames reach s again. Runs on the hub goroutine.
@@ -237,6 +288,26 @@ func (h *hub) ungate(s *session, game uuid.UUID) {
 		if len(g) == 0 {
 			delete(h.cl.gates, s)
 		}
+	}
+}
+
+// lastOffset is the last offset this node delivered in game (0 for none).
+// Runs on the hub goroutine.
+func (h *hub) lastOffset(game uuid.UUID) uint64 {
+	if log := h.idx.logs[game]; log != nil {
+		return log.last
+	}
+	return 0
+}
+
+// refused handles an event Redis did not sequence: what waited on it is
+// undone, or given up. Runs on the hub goroutine.
+func (h *hub) refused(m refusedMsg) {
+	t := m.op.head.ticket
+	delete(h.cl.tickets, t)
+	if fail := h.cl.fails[t]; fail != nil {
+		delete(h.cl.fails, t)
+		fail(m.why)
 	}
 }
 
@@ -250,8 +321,18 @@ func (h *hub) unsent(u unsentMsg) {
 	}
 	log := h.idx.logs[game]
 	if log == nil {
-		delete(h.cl.tickets, u.op.head.ticket)
+		h.refused(refusedMsg{op: u.op, why: "gone"})
 		return
+	}
+	if u.nogame && !u.op.again && h.clustered() {
+		// Redis lost the game (restarted empty, flushed): this node's seats
+		// are registered again, then the event is sent again behind them,
+		// so every node that registers its own hears it (from the stream).
+		h.resyncGame(game)
+		u.op.again = true
+		if h.cl.b.push(u.op) {
+			return
+		}
 	}
 	framed := log.sequence(u.op.frame)
 	h.mail(mailMsg{epoch: log.epoch, offset: log.last, head: u.op.head, frame: framed, members: h.snapshotOf(game, u.op.snapshot)})
@@ -260,9 +341,6 @@ func (h *hub) unsent(u unsentMsg) {
 			clear(h.cl.unsent) // bounded: a copy that comes this late is the least of an outage's harms
 		}
 		h.cl.unsent[u.op.head.ticket] = struct{}{}
-	}
-	if u.nogame && h.idx.logs[game] != nil {
-		h.resyncGame(game) // Redis lost the game: register its seats again, its offsets after this one
 	}
 }
 
@@ -298,8 +376,9 @@ func (h *hub) engine(m engineMsg) {
 		h.sweeping = false
 		h.cl.remote = make(map[uuid.UUID]map[string]remoteMember)
 		h.cl.tickets = make(map[uint64]func(mailMsg))
-		h.cl.gates = make(map[*session]map[uuid.UUID]struct{})
+		h.cl.gates = make(map[*session]map[uuid.UUID]uint64)
 		h.cl.unsent = make(map[uint64]struct{})
+		h.cl.fails = make(map[uint64]func(string))
 	case !m.up:
 		h.cl.up = false
 		for _, log := range h.idx.logs {
@@ -307,6 +386,23 @@ func (h *hub) engine(m engineMsg) {
 		}
 	default:
 		h.cl.up = true
+		for _, u := range h.cl.untold {
+			if s := u.s; h.idx.sessions[s.sid] == s && s.conn == nil && h.idx.inGame(s, u.game) {
+				h.presence(u.game, s, presenceNote{statusAway, s.awayReason}, encodeAway(u.game, s.sid, s.userID, s.awayReason, h.cfg.resumeWindow))
+			}
+		}
+		h.cl.untold = nil
+		for _, op := range h.cl.downEnded {
+			if h.idx.sessions[op.sid] == nil {
+				h.cl.b.push(op)
+			}
+		}
+		for _, d := range h.cl.downLeft {
+			if s := h.idx.sessions[d.sid]; s == nil || !h.idx.inGame(s, d.game) {
+				h.presenceLate(d, encodePresence(d.game, d.sid, d.user, "left", d.note.reason))
+			}
+		}
+		h.cl.downEnded, h.cl.downLeft = nil, nil
 		if m.resync {
 			for _, s := range h.idx.sessions {
 				h.putRecord(s, true)
@@ -345,7 +441,30 @@ func (h *hub) endRecord(s *session) {
 	if h.cl == nil {
 		return
 	}
-	h.cl.b.push(recordOp{sid: s.sid, token: hex.EncodeToString(s.token[:])})
+	op := recordOp{sid: s.sid, token: hex.EncodeToString(s.token[:])}
+	if !h.cl.up {
+		if len(h.cl.downEnded) < downMax {
+			h.cl.downEnded = append(h.cl.downEnded, op) // deleted once Redis is back (engine)
+		}
+		return
+	}
+	h.cl.b.push(op)
+}
+
+// leftWhileDown remembers a seat that ended while Redis was away: once it
+// is back, the game's list in Redis loses it, and the other nodes hear it.
+// Runs on the hub goroutine.
+func (h *hub) leftWhileDown(game uuid.UUID, s *session, note presenceNote) {
+	if len(h.cl.downLeft) < downMax {
+		h.cl.downLeft = append(h.cl.downLeft, downSeat{game: game, sid: s.sid, user: s.userID, note: note})
+	}
+}
+
+// presenceLate tells Redis, and through it the other nodes, of a seat that
+// ended while Redis was away. The webhook heard it then; it is not told
+// again. Runs on the hub goroutine.
+func (h *hub) presenceLate(d downSeat, shared []byte) {
+	h.emit(d.game, &session{sid: d.sid, userID: d.user}, shared, "left", d.note, "", false, nil)
 }
 
 // record encodes what Redis keeps of s. Runs on the hub goroutine.
@@ -433,6 +552,20 @@ func (h *hub) clusterJoin(s *session, m commandMsg) {
 		h.cl.b.unfollow(game.String()) // the mailbox starts this game afresh at this join
 	}
 	now := time.Now()
+	h.cl.fails[h.cl.ticket+1] = func(why string) { // the ticket the join's emit takes
+		if h.idx.sessions[s.sid] != s || !h.idx.inGame(s, game) {
+			return
+		}
+		h.ungate(s, game)
+		h.idx.leave(s, game)
+		h.retimeSession(s, false)
+		h.putRecord(s, false)
+		h.forgetIfUnheld(game)
+		if why == "full" {
+			h.refuse(s, encodeError(&protoError{code: codeGameFull, id: m.cmd.id,
+				message: "game " + game.String() + " has all its " + strconv.Itoa(h.cfg.maxSeats) + " seats taken"}))
+		}
+	}
 	h.presenceThen(game, s, m.note, m.others, "", func(e mailMsg) {
 		if h.idx.sessions[s.sid] != s || !h.idx.inGame(s, game) {
 			return
@@ -491,7 +624,7 @@ func (h *hub) clusterAction(s *session, m commandMsg, exactlyOnce bool, now time
 // when withID. Runs on the hub goroutine.
 func (h *hub) emitAction(game uuid.UUID, s *session, shared []byte, id string, withID bool, done func(mailMsg)) {
 	h.cl.ticket++
-	op := emitOp{game: game.String(), kind: "event", frame: shared, sid: s.sid, user: s.userID, // a ticket, as emit gives
+	op := emitOp{game: game.String(), kind: "event", frame: shared, sid: s.sid, user: s.userID, last: h.lastOffset(game),
 		head: header{origin: h.cl.node, kind: "event", game: game.String(), sid: s.sid, user: userField(s.userID), ticket: h.cl.ticket}}
 	if withID {
 		op.action = s.sid + "/" + id
@@ -523,6 +656,22 @@ func (h *hub) resolvePending(s *session, games map[string]*fetchedGame) {
 	}
 }
 
+// handOverWait bounds how long a hand-over waits for its away events to
+// come back from Redis (what the webhook needs), within SHUTDOWN_TIMEOUT.
+const handOverWait = time.Second
+
+// handOverDue wakes the hub when a hand-over has waited long enough.
+type handOverDue struct{}
+
+// handedOver reports whether the hub, handing over, is done: every event it
+// emitted has come back, or it waited handOverWait. Runs on the hub goroutine.
+func (h *hub) handedOver() bool {
+	if h.cl == nil || h.cl.leaving.IsZero() {
+		return false
+	}
+	return len(h.cl.tickets) == 0 || !time.Now().Before(h.cl.leaving)
+}
+
 // handOver is a shutdown in a cluster: every session goes away (its games
 // hear it, sequenced in Redis) and its record says so, then every conn is
 // closed resumable, each with its own retry delay, and the node forgets
@@ -531,6 +680,8 @@ func (h *hub) resolvePending(s *session, games map[string]*fetchedGame) {
 // elsewhere first takes its record straight from Redis. Runs on the hub goroutine.
 func (h *hub) handOver() {
 	now := time.Now()
+	h.cl.leaving = now.Add(handOverWait)
+	time.AfterFunc(handOverWait, func() { h.send(handOverDue{}) })
 	for _, s := range h.idx.sessions {
 		h.stopWindow(s)
 		h.stopToken(s)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,7 +31,7 @@ func (h *hub) clusterResume(m resumeMsg, fresh *session) {
 	p := &pendingResume{m: m}
 	p.timer = time.AfterFunc(claimTimeout, func() { h.send(resumeTimeoutMsg{ref: ref}) })
 	h.cl.resumes[ref] = p
-	if !h.cl.b.push(claimOp{token: hex.EncodeToString(tok[:]), ref: ref}) {
+	if !h.cl.b.push(claimOp{token: hex.EncodeToString(tok[:]), ref: ref, user: fresh.userID}) {
 		h.cfg.metrics.bridgeFull()
 		h.claimed(claimedMsg{ref: ref})
 	}
@@ -68,6 +69,8 @@ func (h *hub) claimed(m claimedMsg) {
 	switch {
 	case fresh == nil || fresh.conn != p.m.c:
 		p.m.reply <- p.m.sid // the conn is ending already
+	case m.mismatch:
+		fail(resumeUserMismatch, "the session belongs to another user than this connection's token")
 	case s == nil:
 		fail(resumeUnknown, "no session holds that token: it ended, its window passed, or it never existed")
 	case !sameUser(s.userID, fresh.userID):
@@ -81,6 +84,10 @@ func (h *hub) claimed(m claimedMsg) {
 func (h *hub) resumeTimedOut(m resumeTimeoutMsg) {
 	p := h.cl.resumes[m.ref]
 	if p == nil {
+		return
+	}
+	if p.finish != nil {
+		p.finish() // the session is taken up: answer with what is known
 		return
 	}
 	delete(h.cl.resumes, m.ref)
@@ -117,29 +124,37 @@ func (h *hub) takeUp(m resumeMsg, fresh, s *session, takeover bool) {
 		takeover = true
 	}
 	own := make(map[uuid.UUID]uint64, len(s.games)) // each game's back event, which s is not sent
+	ref := fresh.sid
+	finished := false
 	finish := func() {
+		if finished {
+			return
+		}
+		finished = true
+		if p := h.cl.resumes[ref]; p != nil {
+			p.timer.Stop()
+			delete(h.cl.resumes, ref)
+		}
+		delete(h.cl.gates, s)
 		if h.idx.sessions[s.sid] != s || s.conn != m.c {
-			delete(h.cl.gates, s)
 			m.reply <- m.sid
 			return
 		}
-		delete(h.cl.gates, s)
-		games, replay := h.catchUp(s, m.req.games)
-		out := s.conn.out
-		kept := replay[:0:0]
-		for _, f := range replay {
-			if !isOwnBack(f, own) {
-				kept = append(kept, f)
-			}
-		}
+		games, replay := h.clusterCatchUp(s, m.req.games, own)
 		if !takeover {
 			for i := range games {
 				games[i].Offset = h.idx.logs[games[i].game].last
 			}
 		}
+		out := s.conn.out
 		out.force(encode("resumed", m.id, resumedData{SID: s.sid, UserID: s.userID, AwayMS: away.Milliseconds(), Games: games}))
-		for _, frame := range kept {
+		for _, frame := range replay {
 			out.force(frame)
+		}
+		// What the mailbox still brings of what the client was just sent
+		// (it was read from Redis first) does not reach it a second time.
+		for g := range s.games {
+			h.gateAt(s, g, h.idx.logs[g].last)
 		}
 		h.repeatWarning(s)
 		h.moveToken(fresh, s)
@@ -153,28 +168,49 @@ func (h *hub) takeUp(m resumeMsg, fresh, s *session, takeover bool) {
 		finish()
 		return
 	}
+	// The resumed reply waits for the back events' offsets, within a
+	// deadline: one refused or lost must not leave the conn unanswered.
+	p := &pendingResume{m: m, finish: finish}
+	p.timer = time.AfterFunc(claimTimeout, func() { h.send(resumeTimeoutMsg{ref: ref}) })
+	h.cl.resumes[ref] = p
 	left := len(s.games)
+	countDown := func() {
+		if left--; left == 0 {
+			finish()
+		}
+	}
 	for g := range s.games {
 		h.gate(s, g)
 		game := g
+		h.cl.fails[h.cl.ticket+1] = func(string) { countDown() } // the ticket the back's emit takes
 		h.presenceThen(game, s, presenceNote{"back", ""}, encodeBack(game, s.sid, s.userID, away), "", func(e mailMsg) {
 			own[game] = e.offset
-			if left--; left == 0 {
-				finish()
-			}
+			countDown()
 		})
 	}
 }
 
-// isOwnBack reports whether frame is one of the session's own back events,
-// by its offset: the frame's data starts with it (withOffset).
-func isOwnBack(frame []byte, own map[uuid.UUID]uint64) bool {
-	for _, off := range own {
-		if offsetOf(frame) == off {
-			return true
+// clusterCatchUp is catchUp with each game's own back event (own) left out
+// of its replay: s is not sent its own presence. Runs on the hub goroutine.
+func (h *hub) clusterCatchUp(s *session, positions map[uuid.UUID]gamePosition, own map[uuid.UUID]uint64) ([]resumedGame, [][]byte) {
+	games := make([]resumedGame, 0, len(s.games))
+	var replay [][]byte
+	for g := range s.games {
+		log := h.idx.logs[g]
+		rg := resumedGame{game: g, GameID: g.String(), gameView: h.view(g), Epoch: log.epoch, Offset: log.last, Members: h.members(g, s)}
+		if pos, ok := positions[g]; ok && pos.epoch == log.epoch {
+			if missed, ok := log.since(pos.offset); ok {
+				rg.Recovered = true
+				for _, f := range missed {
+					if back, mine := own[g]; !mine || offsetOf(f) != back {
+						replay = append(replay, f)
+					}
+				}
+			}
 		}
+		games = append(games, rg)
 	}
-	return false
+	return games, replay
 }
 
 // materialize makes a record a local session, away, with the seats Redis
@@ -201,6 +237,12 @@ func (h *hub) refreshGames(s *session, games map[string]*fetchedGame) {
 			continue
 		}
 		h.idx.logs[g].seed(fg.epoch, fg.last, fg.frames)
+		if fg.settings != "" {
+			var v gameView
+			if json.Unmarshal([]byte(fg.settings), &v) == nil {
+				h.applySettings(g, v)
+			}
+		}
 		set := make(map[string]remoteMember, len(fg.members))
 		for _, rm := range fg.members {
 			if local := h.idx.sessions[rm.sid]; local == nil || !h.idx.inGame(local, g) {
@@ -251,8 +293,11 @@ func (h *hub) adopt(r sessionRecord, tell bool) *session {
 			if tell && h.idx.seatsIn(g) == 1 {
 				h.cl.b.unfollow(g.String()) // the mailbox starts this game afresh here
 			}
-			if tell {
+			switch {
+			case tell && h.clustered():
 				h.presence(g, s, presenceNote{statusAway, s.awayReason}, encodeAway(g, s.sid, s.userID, s.awayReason, h.cfg.resumeWindow))
+			case tell:
+				h.cl.untold = append(h.cl.untold, untoldAway{game: g, s: s}) // told once Redis is up (engine)
 			}
 		}
 	}

@@ -95,6 +95,9 @@ func (h *hub) join(s *session, m commandMsg) []byte {
 		h.presence(game, s, m.note, m.others)
 		h.retimeSession(s, true)
 	}
+	if h.joining(s, game) {
+		return nil // its first join is still being sequenced: that reply is on its way
+	}
 	log := h.idx.logs[game]
 	reply := encode("game_joined", m.cmd.id, gameJoinedData{GameID: game.String(), Epoch: log.epoch,
 		Offset: log.last, Members: h.members(game, s), gameView: h.view(game)})

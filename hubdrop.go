@@ -45,6 +45,9 @@ func (h *hub) drop(s *session, presence string, r closeReason) {
 	}
 	_, games := h.idx.remove(s.sid)
 	h.endRecord(s)
+	if h.cl != nil {
+		delete(h.cl.gates, s)
+	}
 	for _, g := range games {
 		h.forgetIfUnheld(g)
 	}

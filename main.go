@@ -310,7 +310,7 @@ func newServer(cfg config, log zerolog.Logger) *server {
 			node = rand.Text()[:16]
 		}
 		b = newBridge(bridgeConfig{opts: cfg.redisOpts, node: node, ttl: cfg.NodeTTL,
-			historyFrames: cfg.GameHistoryFrames, historyBytes: cfg.GameHistoryBytes},
+			historyFrames: cfg.GameHistoryFrames, historyBytes: cfg.GameHistoryBytes, maxSeats: cfg.MaxGameSessions},
 			log, func(m hubMsg) bool { return h.send(m) }, func() (hubCounts, []int64, bool) { return h.askClusterCounts() })
 	}
 	s := &server{

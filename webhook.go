@@ -261,6 +261,9 @@ func (h *hub) presenceThen(game uuid.UUID, s *session, note presenceNote, shared
 		h.clusterPresence(game, s, note, shared, by, then)
 		return
 	}
+	if h.cl != nil && note.status == "left" {
+		h.leftWhileDown(game, s, note)
+	}
 	if h.event(game, s, shared) == nil || h.cfg.webhook == nil {
 		return
 	}

@@ -205,6 +205,81 @@ func TestClusterFrozenNodeFencesItself(t *testing.T) {
 
 }
 
+// A fenced node leaves no ghost behind it: whatever it did on waking, before
+// it knew it was dead (here: its players' rolls, read first thing), must
+// not leave in Redis a record of sessions that now live on other nodes. So
+// when that node later dies for good (SIGKILL), its reaper adopts only what
+// its new incarnation held (a sentinel player), and the players it was
+// fenced from, connected elsewhere, are not declared away. The reaper adopts
+// every record of a dead node and tells their games in one step, so once b
+// hears the sentinel away, the other nodes' own counts are final.
+func TestClusterFencedNodeLeavesNoGhost(t *testing.T) {
+	_, nodes := startCluster(t, 3, nil)
+	enginesUp(t, nodes...)
+	game := gameID(102)
+	f1 := dial(t, nodes[0].Addr)
+	f2 := dial(t, nodes[0].Addr)
+	b := dial(t, nodes[1].Addr)
+	c := dial(t, nodes[2].Addr)
+	epoch := f1.join(game).field("epoch")
+	f2.join(game)
+	b.join(game)
+	last := c.join(game).offset()
+
+	if err := nodes[0].Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nodes[0].Cmd.Process.Signal(syscall.SIGCONT) })
+	away := map[any]bool{}
+	for len(away) < 2 {
+		fs := framesUntil(b, nodeTTL+slack, "the frozen node's players away", func(f *frame) bool {
+			return f.Type == "presence" && f.field("status") == "away" && (f.field("sid") == f1.sid || f.field("sid") == f2.sid)
+		})
+		away[fs[len(fs)-1].field("sid")] = true
+	}
+	f1.roll(game, "ghost-1")
+	f2.roll(game, "ghost-2")
+	if err := nodes[0].Cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*client{f1, f2} {
+		if code, fs := closeOf(x, nodeTTL+slack); code != websocket.StatusGoingAway {
+			t.Fatalf("the fenced node's player: close %d, frames:\n%s", code, rawFrames(fs))
+		}
+	}
+	resumeAt(t, nodes[1].Addr, f1, game, epoch, last)
+	resumeAt(t, nodes[2].Addr, f2, game, epoch, last)
+	eventually(t, 3*nodeTTL+slack, "the fenced node's engine up again", func() bool {
+		return healthOf(t, nodes[0], "node")["engine"] == "up"
+	})
+	s := dial(t, nodes[0].Addr)
+	s.join(game)
+	framesUntil(b, 10*time.Second, "the sentinel's join at b", func(f *frame) bool {
+		return f.Type == "presence" && f.field("sid") == s.sid && f.field("status") == "joined"
+	})
+
+	if err := nodes[0].Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	fs := framesUntil(b, nodeTTL+slack, "the sentinel away at b", func(f *frame) bool {
+		return f.Type == "presence" && f.field("sid") == s.sid && f.field("status") == "away"
+	})
+	total, aways := 0.0, 0.0
+	for _, n := range nodes[1:] {
+		h := healthOf(t, n, "node")
+		total += h["total_sessions"].(float64)
+		aways += h["away_sessions"].(float64)
+	}
+	if total != 5 || aways != 1 {
+		more, _ := framesUntilOrEnd(b, 2*time.Second, func(f *frame) bool {
+			sid := f.field("sid")
+			return f.Type == "presence" && (sid == f1.sid || sid == f2.sid)
+		})
+		t.Fatalf("after the fenced node died for good, n2 and n3 hold %v sessions, %v away; want 5, the sentinel alone away.\n"+
+			"f1 is %s (on n2), f2 is %s (on n3); b heard meanwhile:\n%s%s", total, aways, f1.sid, f2.sid, rawFrames(fs), rawFrames(more))
+	}
+}
+
 // enginesUp waits until every node of nodes says its engine is up: Redis
 // answers it and its mailbox is subscribed, so the events it sequences from
 // then on reach the other nodes. (A node serves its own players alone

@@ -297,3 +297,75 @@ func TestClusterRedisCutHonoursTimeouts(t *testing.T) {
 		t.Errorf("a roll between two players of the cut-off node took %s, want within %s", took.Round(time.Millisecond), budget)
 	}
 }
+
+// gameEvent is what identifies a game event, whoever received it: its type,
+// whom it is about, and what it says.
+type gameEvent struct {
+	typ, sid, status, dice string
+	tag                    string // a roll's dice alone: what the tests' rolls are told apart by
+}
+
+// gameEventOf reads the identity of a game event; the id and dup of a sender's
+// copy are not part of it.
+func gameEventOf(f *frame) gameEvent {
+	e := gameEvent{typ: f.Type, sid: fmt.Sprint(f.field("sid")), status: fmt.Sprint(f.field("status"))}
+	if f.Type == "dice_rolled" {
+		e.dice = fmt.Sprint(f.field("dice"), f.field("results"))
+		e.tag = fmt.Sprint(f.field("dice"))
+	}
+	return e
+}
+
+// offsetLedger keeps, per offset, the game event one member processed.
+type offsetLedger map[uint64]gameEvent
+
+// note adds every game event of fs (its offsets) to l, and returns the
+// offsets processed twice (an offset seen again for another event).
+func (l offsetLedger) note(fs []*frame) []string {
+	var twice []string
+	for _, f := range fs {
+		if f.offset() == 0 || f.Dup || f.Type == "game_joined" || f.Type == "resumed" {
+			continue
+		}
+		e := gameEventOf(f)
+		if old, ok := l[f.offset()]; ok && old != e {
+			twice = append(twice, fmt.Sprintf("offset %d: %v, then %v", f.offset(), old, e))
+			continue
+		}
+		l[f.offset()] = e
+	}
+	return twice
+}
+
+// ledgersDisagree lists the offsets that mean one event to a and another to b.
+func ledgersDisagree(a, b offsetLedger) []string {
+	var out []string
+	for off, e := range a {
+		if o, ok := b[off]; ok && o != e {
+			out = append(out, fmt.Sprintf("offset %d: %v / %v", off, e, o))
+		}
+	}
+	return out
+}
+
+// framesUntilOrEnd reads c's frames until one that match accepts, the
+// connection ends, or d passes, and returns the frames read and the match
+// (nil for none). It never fails the test: for a frame that may not come.
+func framesUntilOrEnd(c *client, d time.Duration, match func(*frame) bool) ([]*frame, *frame) {
+	deadline := time.After(d)
+	var got []*frame
+	for {
+		select {
+		case f, ok := <-c.frames:
+			if !ok {
+				return got, nil
+			}
+			got = append(got, f)
+			if match(f) {
+				return got, f
+			}
+		case <-deadline:
+			return got, nil
+		}
+	}
+}

@@ -28,6 +28,21 @@ func TestClusterRedisFlushed(t *testing.T) {
 	})
 }
 
+// Redis killed, down long enough for every node to know it ("engine":
+// "down"), then started again empty on the same port, five times over:
+// each time go-redis reconnects and resubscribes each node's mailbox, and
+// the nodes register again and carry the game's events to each other.
+func TestClusterRedisDownThenBack(t *testing.T) {
+	r, nodes := startCluster(t, 2, nil)
+	liveGameSurvives(t, r, nodes, gameID(123), 5, func() {
+		r.Kill()
+		for _, n := range nodes {
+			eventually(t, nodeTTL+slack, "engine down on "+n.Addr, func() bool { return healthOf(t, n, "")["engine"] == "down" })
+		}
+		r.Restart(t)
+	})
+}
+
 // liveGameSurvives plays game across the two nodes, runs lose (which leaves
 // Redis empty) cycles times, and checks after each that the cluster comes back whole: every node
 // registers again what it holds (its heartbeat finds it "new"), so the
@@ -106,4 +121,48 @@ func liveGameSurvives(t *testing.T, r *redistest.Server, nodes []*servertest.Pro
 		t.Fatalf("resume after the loss: %s, want a's session with the game in a new epoch, not recovered", res.raw)
 	}
 	b.presence(a.sid, "back")
+}
+
+// Nothing sent in the moment after Redis lost everything is lost with it
+// (contract v2 §12: while Redis is up, every event any member received is
+// in its game's history): an action and a join sent right after a
+// FLUSHALL, before the nodes' heartbeats have found it out, are answered,
+// and reach the other node's member. (The joiner's reply lists the members
+// registered again so far: the other node's come back with its next
+// heartbeat, NODE_TTL/3 at most; PROTOCOL.md says so.)
+func TestClusterRedisFlushedLosesNothing(t *testing.T) {
+	r, nodes := startCluster(t, 2, nil)
+	enginesUp(t, nodes...)
+	game := gameID(124)
+	a := dial(t, nodes[0].Addr)
+	b := dial(t, nodes[1].Addr)
+	a.join(game)
+	b.join(game)
+	a.presence(b.sid, "joined")
+	c := dial(t, nodes[0].Addr)
+
+	if got := r.Do(t, "FLUSHALL"); got != "+OK" {
+		t.Fatalf("FLUSHALL: %s", got)
+	}
+	a.roll(game, "right-after")
+	c.send("join_game", "j-right-after", map[string]any{"game_id": game})
+	if _, f := framesUntilOrEnd(a, nodeTTL+slack, func(f *frame) bool { return f.ID == "right-after" }); f == nil {
+		t.Errorf("a's roll sent right after the FLUSHALL was never answered")
+	}
+	if _, f := framesUntilOrEnd(c, nodeTTL+slack, func(f *frame) bool { return f.Type == "game_joined" }); f == nil {
+		t.Errorf("c's join sent right after the FLUSHALL was never answered")
+	} else if members, _ := f.field("members").([]any); len(members) < 2 {
+		t.Errorf("c's game_joined lists %d members, want at least a and c: %s", len(members), f.raw)
+	}
+	got, _ := framesUntilOrEnd(b, 3*nodeTTL+slack, func(f *frame) bool {
+		return f.Type == "presence" && f.field("sid") == c.sid && f.field("status") == "joined"
+	})
+	var roll, join bool
+	for _, f := range got {
+		roll = roll || f.Type == "dice_rolled" && f.field("sid") == a.sid
+		join = join || f.Type == "presence" && f.field("sid") == c.sid && f.field("status") == "joined"
+	}
+	if !roll || !join {
+		t.Errorf("b, on the other node, heard a's roll: %v, c's join: %v; want both. b's frames:\n%s", roll, join, rawFrames(got))
+	}
 }
