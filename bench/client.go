@@ -111,6 +111,7 @@ type frame struct {
 		GameID   string         `json:"game_id"`
 		Code     string         `json:"code"`
 		Status   string         `json:"status"`
+		Offset   uint64         `json:"offset"` // a game event's, or game_joined's (contract v2 §2)
 		Decision decisionFields `json:"decision"`
 	} `json:"data"`
 }

@@ -24,23 +24,43 @@ var fanoutFigures = []figure{
 	{"lat_p99_ms", "latency p99 (ms)", "lower"},
 	{"lat_max_ms", "latency max (ms)", "lower"},
 	{"lat_samples", "latency samples", ""},
-	{"cpu_s", "server CPU-seconds in window", "lower"},
-	{"cpu_pct", "server CPU in window (% of a core)", "lower"},
-	{"cpu_s_per_100k", "server CPU-s per 100,000 deliveries", "lower"},
+	{"cpu_s", "server CPU-seconds in window (nodes summed, Redis apart)", "lower"},
+	{"cpu_pct", "server CPU in window (% of a core, nodes summed)", "lower"},
+	{"cpu_s_per_100k", "server CPU-s per 100,000 deliveries (nodes summed)", "lower"},
 	{"tool_cpu_pct", "tool CPU busy in window (%)", ""},
 	{"other_cpu_pct", "other processes' CPU in window (% of a core)", ""},
-	{"rss_end_mib", "server RSS at end of window (MiB)", "lower"},
+	{"rss_end_mib", "server RSS at end of window (MiB, nodes summed)", "lower"},
 	{"losses", "lost frames (after drain)", "lower"},
 	{"out_of_order", "out-of-order frames", "lower"},
+	{"offset_gaps", "game events whose offset is not the previous + 1 (v2 §2)", "lower"},
 	{"error_frames", "error frames received", "lower"},
 	{"dropped_conns", "connections dropped by the server", "lower"},
 	{"send_errors", "send errors", "lower"},
+}
+
+// clusterFanoutFigures are the rows a fan-out with clusters adds: Redis, the
+// whole server side, and each node.
+func clusterFanoutFigures(nodes int) []figure {
+	f := []figure{
+		{"nodes", "nodes (dugout processes; 1 for the single node)", ""},
+		{"all_cpu_s_per_100k", "all server-side CPU-s per 100,000 deliveries (nodes + Redis)", "lower"},
+	}
+	f = append(f, clusterRedisFigures...)
+	for k := 1; k <= nodes; k++ {
+		n := "n" + strconv.Itoa(k)
+		f = append(f,
+			figure{n + "_delivered_per_s", "node " + n + ": delivered frames/s to its members", ""},
+			figure{n + "_cpu_pct", "node " + n + ": CPU in window (% of a core)", "lower"},
+			figure{n + "_cpu_s_per_100k", "node " + n + ": CPU-s per 100,000 of its deliveries", "lower"})
+	}
+	return f
 }
 
 // fanClient is one game member: a reader goroutine checks and times every
 // decision frame, a sender goroutine submits one decision per interval.
 type fanClient struct {
 	idx, game, m int
+	node         int // the deployment's node it is connected to
 	gid          string
 	ws           *websocket.Conn
 	joinOnce     sync.Once
@@ -50,6 +70,8 @@ type fanClient struct {
 	// owned by the reader until it returns
 	last, count []int64 // per member of the game: last seq seen, frames seen
 	ooo         int64
+	lastOff     uint64  // the offset of the last game event (0: none yet, or a server without offsets)
+	offGaps     int64   // game events whose offset was not lastOff + 1
 	lat         []int64 // ns, frames from the others sent inside the window
 	errFrames   int64
 	errCodes    map[string]int
@@ -60,11 +82,12 @@ type fanClient struct {
 // fanShared is the state every client of one fanout run sees.
 type fanShared struct {
 	members          int
-	winStart, winEnd atomic.Int64 // unix ns; 0 until the senders start
-	received         atomic.Int64 // decision frames received, echoes included
-	winDelivered     atomic.Int64 // frames from the others received inside the window
-	winSent          atomic.Int64 // decisions sent inside the window
-	closing          atomic.Bool  // the tool is closing the connections
+	winStart, winEnd atomic.Int64   // unix ns; 0 until the senders start
+	received         atomic.Int64   // decision frames received, echoes included
+	winDelivered     atomic.Int64   // frames from the others received inside the window
+	nodeDelivered    []atomic.Int64 // the same, by the receiver's node
+	winSent          atomic.Int64   // decisions sent inside the window
+	closing          atomic.Bool    // the tool is closing the connections
 	sendErrors       sampler
 }
 
@@ -88,11 +111,16 @@ func (c *fanClient) readLoop(sh *fanShared) {
 		d, ok := parseDecision(b)
 		if ok {
 			f.Type = "defensive_decision"
+			f.Data.Offset = offsetOf(b)
 		} else if json.Unmarshal(b, &f) != nil {
 			c.errFrames++
 			continue
 		} else {
 			d = f.Data.Decision
+		}
+		switch f.Type {
+		case "defensive_decision", "presence":
+			c.checkOffset(f.Data.Offset)
 		}
 		switch f.Type {
 		case "defensive_decision":
@@ -115,9 +143,13 @@ func (c *fanClient) readLoop(sh *fanShared) {
 				}
 				if now >= ws && now < we {
 					sh.winDelivered.Add(1)
+					sh.nodeDelivered[c.node].Add(1)
 				}
 			}
 		case "game_joined":
+			if f.Data.Offset > c.lastOff {
+				c.lastOff = f.Data.Offset // the joiner has seen everything up to its own join
+			}
 			c.joinOnce.Do(func() { close(c.joined) })
 		case "error":
 			c.errFrames++
@@ -125,6 +157,36 @@ func (c *fanClient) readLoop(sh *fanShared) {
 		}
 	}
 }
+
+// checkOffset counts a game event whose offset does not follow the last one:
+// every member gets every event of its game (its own with their ids), so a
+// gap is a lost event and a step back a repeated or reordered one. The
+// baseline sends no offsets.
+func (c *fanClient) checkOffset(off uint64) {
+	if off == 0 {
+		return
+	}
+	if c.lastOff > 0 && off != c.lastOff+1 {
+		c.offGaps++
+	}
+	c.lastOff = off
+}
+
+// offsetOf reads a game event's data.offset, which dugout writes first in
+// data (contract v2 §2); 0 when there is none.
+func offsetOf(b []byte) uint64 {
+	i := bytes.Index(b, offsetKey)
+	if i < 0 {
+		return 0
+	}
+	n, ok := intAfter(b[i:], offsetKey)
+	if !ok || n < 0 {
+		return 0
+	}
+	return uint64(n)
+}
+
+var offsetKey = []byte(`"data":{"offset":`)
 
 // decisionFields is the relayed decision the tool put in every submission.
 type decisionFields = struct {
@@ -177,11 +239,17 @@ func intAfter(b, key []byte) (int64, bool) {
 	return n, j > 0 && j < len(b) && (b[j] == ',' || b[j] == '}')
 }
 
-// decision builds a submit_defensive_decision frame without encoding/json.
-func (c *fanClient) decision(buf []byte, seq, sentNS int64) []byte {
-	buf = append(buf[:0], `{"type":"submit_defensive_decision","id":"`...)
-	buf = strconv.AppendInt(buf, seq, 10)
-	buf = append(buf, `","data":{"game_id":"`...)
+// decision builds a submit_defensive_decision frame without encoding/json;
+// with withID it carries an id (an exactly-once action, remembered by the
+// server), as a real client's does.
+func (c *fanClient) decision(buf []byte, seq, sentNS int64, withID bool) []byte {
+	buf = append(buf[:0], `{"type":"submit_defensive_decision",`...)
+	if withID {
+		buf = append(buf, `"id":"`...)
+		buf = strconv.AppendInt(buf, seq, 10)
+		buf = append(buf, `",`...)
+	}
+	buf = append(buf, `"data":{"game_id":"`...)
 	buf = append(buf, c.gid...)
 	buf = append(buf, `","decision":{"seq":`...)
 	buf = strconv.AppendInt(buf, seq, 10)
@@ -194,7 +262,7 @@ func (c *fanClient) decision(buf []byte, seq, sentNS int64) []byte {
 
 // sendLoop submits one decision per interval from a random offset inside the
 // first interval until stop.
-func (c *fanClient) sendLoop(ctx context.Context, sh *fanShared, start, stop time.Time, interval time.Duration) {
+func (c *fanClient) sendLoop(ctx context.Context, sh *fanShared, start, stop time.Time, interval time.Duration, withID bool) {
 	if sleepCtx(ctx, time.Until(start.Add(rand.N(interval)))) != nil {
 		return
 	}
@@ -207,7 +275,7 @@ func (c *fanClient) sendLoop(ctx context.Context, sh *fanShared, start, stop tim
 			return
 		}
 		ns := now.UnixNano()
-		buf = c.decision(buf, seq, ns)
+		buf = c.decision(buf, seq, ns, withID)
 		// No per-write context: a timer per write costs the tool more than
 		// the server; a run that hits its deadline closes every connection,
 		// which ends a blocked write.
@@ -227,16 +295,16 @@ func (c *fanClient) sendLoop(ctx context.Context, sh *fanShared, start, stop tim
 	}
 }
 
-func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measurement, error) {
+func runFanout(ctx context.Context, o *options, dep *deployment, d *dialer) (*measurement, error) {
 	m := newMeasurement()
 	G, M := o.games, o.members
 	n := G * M
+	K := len(dep.nodes)
 	toks, err := tokens(o.jwtSecret, n)
 	if err != nil {
 		return nil, err
 	}
-	sh := &fanShared{members: M}
-	url := "ws://" + p.addr + "/ws"
+	sh := &fanShared{members: M, nodeDelivered: make([]atomic.Int64, K)}
 	gids := make([]string, G)
 	for g := range gids {
 		gids[g] = uuid.NewString()
@@ -254,7 +322,10 @@ func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measuremen
 	var fails sampler
 	parallelFor(ctx, n, o.parallel, func(i int) {
 		tok, uid := tokenFor(toks, i)
-		ws, err := d.dial(ctx, url, tok)
+		// Member m of game g is on node (g+m) mod K: every game spans
+		// min(K, M) nodes, and every node holds as many members as the next.
+		node := (i/M + i%M) % K
+		ws, err := d.dial(ctx, "ws://"+dep.nodes[node].addr+"/ws", tok)
 		if err != nil {
 			fails.add("dial: %v", err)
 			return
@@ -264,7 +335,7 @@ func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measuremen
 			_ = ws.CloseNow()
 			return
 		}
-		c := &fanClient{idx: i, game: i / M, m: i % M, gid: gids[i/M], ws: ws, joined: make(chan struct{}),
+		c := &fanClient{idx: i, game: i / M, m: i % M, node: node, gid: gids[i/M], ws: ws, joined: make(chan struct{}),
 			last: make([]int64, M), count: make([]int64, M), errCodes: map[string]int{}}
 		clients[i], conns[i] = c, ws
 		readers.Add(1)
@@ -309,19 +380,25 @@ func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measuremen
 	var senders sync.WaitGroup
 	for _, c := range clients {
 		senders.Add(1)
-		go func() { defer senders.Done(); c.sendLoop(ctx, sh, start, winEnd, o.interval) }()
+		go func() { defer senders.Done(); c.sendLoop(ctx, sh, start, winEnd, o.interval, !o.noIDs) }()
 	}
 	if err := sleepCtx(ctx, time.Until(winStart)); err != nil {
 		return nil, err
 	}
-	s0 := snap(p.pid)
+	i0 := dep.info()
+	s0 := dep.snap()
 	if err := sleepCtx(ctx, time.Until(winEnd)); err != nil {
 		return nil, err
 	}
-	s1 := snap(p.pid)
+	s1 := dep.snap()
+	i1 := dep.info()
 	win := s1.t.Sub(s0.t).Seconds()
-	cpu := s1.srv - s0.srv
-	rssEnd, _ := rss(p.pid)
+	nodeCPU, cpu := dep.nodesCPU(s0, s1)
+	var rssEnd int64
+	for _, p := range dep.nodes {
+		r, _ := rss(p.pid)
+		rssEnd += r
+	}
 	delivered := sh.winDelivered.Load()
 	senders.Wait()
 
@@ -340,7 +417,7 @@ func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measuremen
 	closeAll(conns)
 	readers.Wait()
 
-	var losses, extra, ooo, errFrames, dropped int64
+	var losses, extra, ooo, offGaps, errFrames, dropped int64
 	var lat []int64
 	codes := map[string]int{}
 	var drops sampler
@@ -355,6 +432,7 @@ func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measuremen
 			}
 		}
 		ooo += c.ooo
+		offGaps += c.offGaps
 		errFrames += c.errFrames
 		for k, v := range c.errCodes {
 			codes[k] += v
@@ -380,11 +458,29 @@ func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measuremen
 	if delivered > 0 {
 		m.set("cpu_s_per_100k", cpu/float64(delivered)*1e5)
 	}
+	if o.hasCluster() {
+		m.set("nodes", float64(K))
+		all := cpu + dep.redisCPU(s0, s1)
+		if delivered > 0 {
+			m.set("all_cpu_s_per_100k", all/float64(delivered)*1e5)
+		}
+		dep.redisFigures(m, s0, s1, i0, i1, float64(delivered), float64(sh.winSent.Load()))
+		for k := range K {
+			key := "n" + strconv.Itoa(k+1)
+			nd := sh.nodeDelivered[k].Load()
+			m.set(key+"_delivered_per_s", float64(nd)/win)
+			m.set(key+"_cpu_pct", nodeCPU[k]/win*100)
+			if nd > 0 {
+				m.set(key+"_cpu_s_per_100k", nodeCPU[k]/float64(nd)*1e5)
+			}
+		}
+	}
 	m.set("tool_cpu_pct", (s1.tool-s0.tool)/win*100)
 	m.set("other_cpu_pct", otherPct(s0, s1))
 	m.set("rss_end_mib", mib(rssEnd))
 	m.set("losses", float64(losses))
 	m.set("out_of_order", float64(ooo))
+	m.set("offset_gaps", float64(offGaps))
 	m.set("error_frames", float64(errFrames))
 	m.set("dropped_conns", float64(dropped))
 	m.set("send_errors", float64(sh.sendErrors.count()))
@@ -396,6 +492,9 @@ func runFanout(ctx context.Context, o *options, p *proc, d *dialer) (*measuremen
 	}
 	if losses > 0 {
 		m.notef("%d of %d frames never arrived after a %s drain", losses, expected, o.drain)
+	}
+	if offGaps > 0 {
+		m.notef("%d game events arrived with an offset other than the previous one's + 1", offGaps)
 	}
 	m.notes = append(m.notes, drops.report("connections dropped by the server")...)
 	m.notes = append(m.notes, sh.sendErrors.report("send errors")...)

@@ -4,10 +4,11 @@
 // side by side. See bench/README.md.
 //
 //	go run ./bench idle    [-n 10000] [-hold 30s] [-jwt]
-//	go run ./bench fanout  [-games 1000] [-members 4] [-interval 1000] [-duration 20s]
+//	go run ./bench fanout  [-games 1000] [-members 4] [-interval 1000] [-duration 20s] [-cluster 1,2,3]
 //	go run ./bench churn   [-waves 5] [-clients 2000]
 //	go run ./bench hostile -scenario flood|nonreaders|fds|healthloop|expiry|join
 //	go run ./bench resume  [-n 5000] [-resume-window 60s]
+//	go run ./bench failover [-n 3000] [-cluster 3] [-node-ttl 2s]
 package main
 
 import (
@@ -41,6 +42,7 @@ type options struct {
 	decisions           int
 	runs                int
 	jwt                 bool
+	noIDs               bool // fanout: decisions without an id (not exactly-once)
 	jwtSecret           string
 	cpuServer, cpuTool  int
 	serverProcs         int
@@ -57,6 +59,8 @@ type options struct {
 	version             string // the dugout source measured
 	hostile             hostileOptions
 	resume              resumeOptions
+	cluster             clusterOptions
+	failover            failoverOptions
 }
 
 // durValue is a duration flag that also takes a bare number in unit.
@@ -85,13 +89,15 @@ func (v durValue) Set(s string) error {
 	return nil
 }
 
-const usage = `usage: go run ./bench <idle|fanout|churn|hostile|resume> [flags]
+const usage = `usage: go run ./bench <idle|fanout|churn|hostile|resume|failover> [flags]
 
   idle    hold N connections open and idle: connect rate, memory and CPU per connection
   fanout  G games of M members each sending a decision every I ms: throughput and latency
+          (-cluster 1,2,3: also with the members spread over 1, 2 and 3 nodes on one Redis)
   churn   waves of clients that connect, join, play, then leave or vanish: cleanup
   hostile -scenario S: one kind of abuse against dugout alone, and a bystander's latency beside it
   resume  N sessions drop at once and all resume at once (contract v2), against dugout alone
+  failover N sessions in games over K nodes on one Redis; one node is SIGKILLed; its clients resume on the others
 
 Run "go run ./bench <mode> -h" for the flags. Details in bench/README.md.
 `
@@ -102,7 +108,7 @@ func parseOptions(args []string) (*options, error) {
 	}
 	o := &options{mode: args[0]}
 	switch o.mode {
-	case "idle", "fanout", "churn", "hostile", "resume":
+	case "idle", "fanout", "churn", "hostile", "resume", "failover":
 	default:
 		return nil, fmt.Errorf("unknown mode %q\n%s", o.mode, usage)
 	}
@@ -131,6 +137,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.clients, "clients", 2000, "churn: clients per wave")
 	fs.IntVar(&o.decisions, "decisions", 3, "churn: decisions each client sends")
 	fs.IntVar(&o.runs, "runs", 1, "repetitions, servers interleaved; the table shows the median")
+	fs.BoolVar(&o.noIDs, "no-ids", false, "fanout: send decisions without an id, so the server remembers none (in cluster mode: no session record written per decision)")
 	fs.BoolVar(&o.jwt, "jwt", false, "connect with an HS256 token per client (sub = client index), JWT_SECRET set on both servers")
 	fs.IntVar(&o.cpuServer, "cpu-server", 1, "CPU the servers are pinned to (-1: unpinned)")
 	fs.IntVar(&o.cpuTool, "cpu-tool", 0, "CPU the tool is pinned to (-1: unpinned)")
@@ -156,6 +163,12 @@ func parseOptions(args []string) (*options, error) {
 	if o.mode == "resume" {
 		o.resume.register(fs)
 	}
+	if o.mode == "fanout" || o.mode == "failover" {
+		o.cluster.register(fs, o.mode)
+	}
+	if o.mode == "failover" {
+		o.failover.register(fs)
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
@@ -178,6 +191,23 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.mode == "resume" {
 		if err := o.resolveResume(fs); err != nil {
+			return nil, err
+		}
+	}
+	if o.mode == "fanout" && len(o.cluster.sizes) > 0 {
+		// The single node (no Redis) is the reference the clusters stand
+		// beside; the baseline only when asked for.
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "server" })
+		if !set {
+			o.servers = []string{"dugout"}
+		}
+		for _, k := range o.cluster.sizes {
+			o.servers = append(o.servers, clusterName(k))
+		}
+	}
+	if o.mode == "failover" {
+		if err := o.resolveFailover(fs); err != nil {
 			return nil, err
 		}
 	}
@@ -207,7 +237,7 @@ func parseOptions(args []string) (*options, error) {
 // conns is how many connections the mode holds at once.
 func (o *options) conns() int {
 	switch o.mode {
-	case "idle", "resume":
+	case "idle", "resume", "failover":
 		return o.n
 	case "fanout":
 		return o.games * o.members
@@ -222,12 +252,19 @@ func (o *options) params() map[string]any {
 		"ping_interval": o.pingInterval.String(), "ping_timeout": o.pingTimeout.String(),
 		"cpu_server": o.cpuServer, "cpu_tool": o.cpuTool, "server_gomaxprocs": o.serverProcs,
 		"log_level": o.logLevel, "parallel": o.parallel, "clk_tck": clkTck, "dugout_version": o.version}
+	if o.hasCluster() {
+		p["cpu_redis"] = o.cluster.cpuRedis // -2: with the servers
+	}
 	switch o.mode {
 	case "idle":
 		p["n"], p["hold"], p["settle"] = o.n, o.hold.String(), o.settle.String()
 	case "fanout":
 		p["games"], p["members"], p["interval_ms"] = o.games, o.members, o.interval.Milliseconds()
 		p["duration"], p["warmup"], p["drain"] = o.duration.String(), o.warmup.String(), o.drain.String()
+		p["ids"] = !o.noIDs
+		if len(o.cluster.sizes) > 0 {
+			p["cluster"], p["node_ttl"] = o.cluster.sizes, orDefault(o.cluster.nodeTTL)
+		}
 	case "churn":
 		p["waves"], p["clients"], p["games"], p["decisions"] = o.waves, o.clients, o.games, o.decisions
 		p["settle"] = o.settle.String()
@@ -235,6 +272,8 @@ func (o *options) params() map[string]any {
 		o.hostileParams(p)
 	case "resume":
 		o.resumeParams(p)
+	case "failover":
+		o.failoverParams(p)
 	}
 	return p
 }
@@ -246,6 +285,9 @@ func (o *options) serverEnv() map[string]string {
 	}
 	if o.mode == "resume" {
 		return o.resumeEnv()
+	}
+	if o.mode == "failover" {
+		return o.failoverEnv()
 	}
 	env := map[string]string{
 		"LISTEN_ADDR":   "127.0.0.1:0",
@@ -282,6 +324,11 @@ func (o *options) figures() []figure {
 		f = idleFigures
 	case "fanout":
 		f = fanoutFigures
+		if o.hasCluster() {
+			f = append(slices.Clip(f), clusterFanoutFigures(o.maxNodes())...)
+		}
+	case "failover":
+		f = failoverFigures(o.cluster.sizes[0])
 	case "hostile":
 		f = o.hostileFigures()
 	case "resume":
@@ -459,7 +506,11 @@ func run(ctx context.Context, o *options, pinNote string) int {
 			var res result
 			for attempt := 1; ; attempt++ {
 				logf("run %d/%d: %s %s (attempt %d)", r+1, o.runs, o.mode, name, attempt)
-				res = measure(ctx, o, name, bins[name], d)
+				bin := bins[name]
+				if clusterSize(name) > 0 {
+					bin = bins["dugout"] // every node of a cluster is dugout
+				}
+				res = measure(ctx, o, name, bin, d)
 				if res.m == nil || ctx.Err() != nil {
 					break
 				}
@@ -488,7 +539,8 @@ func run(ctx context.Context, o *options, pinNote string) int {
 	return 0
 }
 
-// measure starts one server, runs the mode against it within the deadline, and stops it.
+// measure starts one server (or one cluster: its Redis and nodes), runs the
+// mode against it within the deadline, and stops it.
 func measure(ctx context.Context, o *options, name, bin string, d *dialer) result {
 	var busyNote string
 	if o.quietWait > 0 {
@@ -497,51 +549,56 @@ func measure(ctx context.Context, o *options, name, bin string, d *dialer) resul
 			logf("%s", busyNote)
 		}
 	}
-	start := startServer
-	if o.mode == "hostile" {
-		start = o.startHostile // fds: under prlimit
-	}
-	p, err := start(name, bin, o.serverEnv(), o.cpuServer)
+	dep, err := o.startDeployment(ctx, name, bin)
 	if err != nil {
 		return result{err: err}
 	}
-	defer p.stop(15 * time.Second)
+	defer dep.stop(15 * time.Second)
+	p := dep.nodes[0]
 	ctx, cancel := context.WithTimeout(ctx, o.deadline)
 	defer cancel()
 	// A run that ignores its context past the deadline ends the tool.
 	watchdog := time.AfterFunc(o.deadline+time.Minute, func() {
 		fmt.Fprintf(os.Stderr, "bench: %s run stuck %s past its deadline; killing it\n", name, time.Minute)
-		p.kill()
+		dep.kill()
 		os.Exit(3)
 	})
 	defer watchdog.Stop()
 	if o.cpuServer >= 0 {
-		if got := cpusAllowed(strconv.Itoa(p.pid)); got != strconv.Itoa(o.cpuServer) {
-			logf("warning: %s runs on CPUs %s, not %d", name, got, o.cpuServer)
+		for _, pid := range dep.pids() {
+			want := o.cpuServer
+			if dep.redis != nil && pid == dep.redis.pid && o.cluster.cpuRedis >= 0 {
+				want = o.cluster.cpuRedis
+			}
+			if got := cpusAllowed(strconv.Itoa(pid)); got != strconv.Itoa(want) {
+				logf("warning: %s (pid %d) runs on CPUs %s, not %d", name, pid, got, want)
+			}
 		}
 	}
 	var m *measurement
-	s0 := snap(p.pid)
+	s0 := dep.snap()
 	switch o.mode {
 	case "idle":
 		m, err = runIdle(ctx, o, p, d)
 	case "fanout":
-		m, err = runFanout(ctx, o, p, d)
+		m, err = runFanout(ctx, o, dep, d)
 	case "churn":
 		m, err = runChurn(ctx, o, p, d)
 	case "hostile":
 		m, err = runHostile(ctx, o, p, d)
 	case "resume":
 		m, err = runResume(ctx, o, p, d)
+	case "failover":
+		m, err = runFailover(ctx, o, dep, d)
 	}
 	if m != nil {
-		m.set("run_other_cpu_pct", otherPct(s0, snap(p.pid)))
-		if hwm, err := peakRSS(p.pid); err == nil {
+		m.set("run_other_cpu_pct", otherPct(s0, dep.snap()))
+		if hwm, err := dep.peakRSS(); err == nil {
 			m.set("rss_peak_mib", mib(hwm))
 		}
 	}
-	if !p.alive() {
-		err = fmt.Errorf("%s exited during the run (%v); last log lines:\n%s", name, p.waitErr, p.tailText())
+	if derr := dep.deadErr(); derr != nil {
+		err = derr
 	} else if err != nil && ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("deadline of %s exceeded: %w", o.deadline, err)
 	}
@@ -549,9 +606,7 @@ func measure(ctx context.Context, o *options, name, bin string, d *dialer) resul
 		if busyNote != "" {
 			m.notes = append(m.notes, busyNote)
 		}
-		for _, l := range p.problemLines() {
-			m.notef("%s log: %s", name, l)
-		}
+		dep.logNotes(m)
 	}
 	return result{m: m, err: err}
 }
@@ -607,7 +662,15 @@ func printReport(w *os.File, o *options, pinNote string, runs []map[string]resul
 		fmt.Fprintf(w, "   median of %d runs, servers interleaved\n", o.runs)
 	}
 	cols := []string{"dugout", "baseline"}
-	rows := [][]string{{"figure", "dugout", "baseline", "ratio (d/b)"}}
+	if o.hasCluster() {
+		cols = o.servers // the single node first, then each cluster
+	}
+	withRatio := slices.Contains(cols, "dugout") && slices.Contains(cols, "baseline")
+	head := append([]string{"figure"}, cols...)
+	if withRatio {
+		head = append(head, "ratio (d/b)")
+	}
+	rows := [][]string{head}
 	for _, f := range o.figures() {
 		row := []string{f.label}
 		vals := map[string]float64{}
@@ -620,15 +683,18 @@ func printReport(w *os.File, o *options, pinNote string, runs []map[string]resul
 				row = append(row, "-")
 			}
 		}
-		ratio := "-"
-		dv, dok := vals["dugout"]
-		bv, bok := vals["baseline"]
-		if dok && bok && bv != 0 {
-			ratio = strconv.FormatFloat(dv/bv, 'f', 2, 64)
+		if withRatio {
+			ratio := "-"
+			dv, dok := vals["dugout"]
+			bv, bok := vals["baseline"]
+			if dok && bok && bv != 0 {
+				ratio = strconv.FormatFloat(dv/bv, 'f', 2, 64)
+			}
+			row = append(row, ratio)
 		}
-		rows = append(rows, append(row, ratio))
+		rows = append(rows, row)
 	}
-	widths := make([]int, 4)
+	widths := make([]int, len(head))
 	for _, r := range rows {
 		for i, c := range r {
 			widths[i] = max(widths[i], len([]rune(c)))
@@ -647,8 +713,11 @@ func printReport(w *os.File, o *options, pinNote string, runs []map[string]resul
 		}
 		fmt.Fprintln(w, b.String())
 		if i == 0 {
-			fmt.Fprintln(w, strings.Repeat("-", widths[0])+"-+-"+strings.Repeat("-", widths[1])+"-+-"+
-				strings.Repeat("-", widths[2])+"-+-"+strings.Repeat("-", widths[3]))
+			dashes := make([]string, len(widths))
+			for j, wd := range widths {
+				dashes[j] = strings.Repeat("-", wd)
+			}
+			fmt.Fprintln(w, strings.Join(dashes, "-+-"))
 		}
 	}
 	for r, run := range runs {
@@ -713,14 +782,22 @@ func paramLine(o *options) string {
 	case "idle":
 		s = fmt.Sprintf("n=%d hold=%s", o.n, o.hold)
 	case "fanout":
-		s = fmt.Sprintf("games=%d members=%d interval=%dms duration=%s warmup=%s", o.games, o.members,
-			o.interval.Milliseconds(), o.duration, o.warmup)
+		s = fmt.Sprintf("games=%d members=%d interval=%dms duration=%s warmup=%s ids=%t", o.games, o.members,
+			o.interval.Milliseconds(), o.duration, o.warmup, !o.noIDs)
 	case "churn":
 		s = fmt.Sprintf("waves=%d clients=%d games=%d decisions=%d", o.waves, o.clients, o.games, o.decisions)
 	case "hostile":
 		s = o.hostileParamLine()
 	case "resume":
 		s = o.resumeParamLine()
+	case "failover":
+		s = o.failoverParamLine()
+	}
+	if o.mode == "fanout" && len(o.cluster.sizes) > 0 {
+		s += fmt.Sprintf(" cluster=%v node_ttl=%s", o.cluster.sizes, orDefault(o.cluster.nodeTTL))
+	}
+	if o.hasCluster() && o.cluster.cpuRedis != -2 {
+		s += fmt.Sprintf(" cpu_redis=%d", o.cluster.cpuRedis)
 	}
 	s += fmt.Sprintf(" ping_interval=%s ping_timeout=%s jwt=%t runs=%d log_level=%s", o.pingInterval,
 		o.pingTimeout, o.jwt, o.runs, o.logLevel)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -82,6 +83,7 @@ type proc struct {
 
 	exited  chan struct{}
 	waitErr error
+	killed  atomic.Bool // ended on purpose by the run (failover), not a crash
 }
 
 // startServer runs bin with env, pinned to cpu (when cpu >= 0 and taskset is
@@ -192,6 +194,13 @@ func (p *proc) stop(within time.Duration) {
 func (p *proc) kill() {
 	_ = p.cmd.Process.Kill()
 	<-p.exited
+}
+
+// crash ends the process with SIGKILL on purpose, as a failing machine would,
+// and returns once it has been reaped.
+func (p *proc) crash() {
+	p.killed.Store(true)
+	p.kill()
 }
 
 // rss is the process's VmRSS in bytes.
@@ -312,6 +321,7 @@ func sysBusy() float64 {
 type cpuSnap struct {
 	t              time.Time
 	sys, tool, srv float64
+	per            []float64 // a deployment's processes, each (deployment.snap)
 }
 
 func snap(pid int) cpuSnap {
