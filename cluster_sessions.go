@@ -90,8 +90,14 @@ if held then
   if u ~= ARGV[3] then return {'mismatch'} end
 end
 if owner ~= ARGV[1] and redis.call('EXISTS', 'dugout:node:' .. owner) == 1 then
-  redis.call('PUBLISH', 'dugout:mbox:' .. owner, 'Crelease\31' .. sid .. '\31' .. ARGV[1] .. '\31' .. ARGV[2] .. '\n')
-  return {'asked'}
+  local heard = redis.call('PUBLISH', 'dugout:mbox:' .. owner, 'Crelease\31' .. sid .. '\31' .. ARGV[1] .. '\31' .. ARGV[2] .. '\n')
+  if heard > 0 then return {'asked'} end
+  -- Nobody reads the holder's mailbox: its process is gone (a killed
+  -- node's connections close at once, long before its key expires). The
+  -- record is taken now, and the incarnation fenced, so that if it was only
+  -- its connection to Redis, it closes its conns rather than keep this one.
+  local inc = redis.call('HGET', 'dugout:inc', owner)
+  if inc then redis.call('SET', 'dugout:dead:' .. owner, inc, 'PX', ARGV[4]) end
 end
 local rec = redis.call('HGET', 'dugout:n:' .. owner .. ':s', sid)
 if not rec then return {'unknown'} end
@@ -112,7 +118,8 @@ var moveScript = redis.NewScript(moveMembers + `return 1`)
 // the hub hears it through this node's mailbox (moved) or the holder's
 // (asked, then moved or gone); only an unknown token is answered here.
 func (b *bridge) claim(ctx context.Context, op claimOp) {
-	res, err := claimScript.Run(ctx, b.pub, []string{tokenKey(op.token)}, b.cfg.node, op.ref, userField(op.user)).StringSlice()
+	res, err := claimScript.Run(ctx, b.pub, []string{tokenKey(op.token)}, b.cfg.node, op.ref, userField(op.user),
+		(100 * b.cfg.ttl).Milliseconds()).StringSlice()
 	if err != nil {
 		b.failed(err, "a claim")
 	}

@@ -27,16 +27,17 @@ type clusterState struct {
 	node string
 
 	// owned by the hub goroutine
-	up      bool                                  // events go through Redis
-	remote  map[uuid.UUID]map[string]remoteMember // other nodes' members of the games this node holds
-	tickets map[uint64]func(m mailMsg)            // what waits on an event this node emitted
-	ticket  uint64                                // the last ticket given
-	gates   map[*session]map[uuid.UUID]uint64     // games whose frames a session must not get yet, up to a floor (gated)
-	resumes map[string]*pendingResume             // by the fresh sid of the conn that resumes
-	unsent  map[uint64]struct{}                   // tickets of events delivered here unsequenced (unsent)
-	fails   map[uint64]func(why string)           // what undoes an emitted event Redis refused (refusedMsg)
-	leaving time.Time                             // set by a hand-over: the hub exits by then (handedOver)
-	untold  []untoldAway                          // adopted seats whose away waits for Redis to be up
+	up       bool                                  // events go through Redis
+	remote   map[uuid.UUID]map[string]remoteMember // other nodes' members of the games this node holds
+	tickets  map[uint64]func(m mailMsg)            // what waits on an event this node emitted
+	ticket   uint64                                // the last ticket given
+	gates    map[*session]map[uuid.UUID]uint64     // games whose frames a session must not get yet, up to a floor (gated)
+	resumes  map[string]*pendingResume             // by the fresh sid of the conn that resumes
+	unsent   map[uint64]struct{}                   // tickets of events delivered here unsequenced (unsent)
+	fails    map[uint64]func(why string)           // what undoes an emitted event Redis refused (refusedMsg)
+	leaving  time.Time                             // set by a hand-over: the hub exits by then (handedOver)
+	untold   []untoldAway                          // adopted seats whose away waits for Redis to be up
+	released map[string]struct{}                   // sids released before this node held them (release)
 	// what ended while Redis was away, for Redis to hear once it is back
 	downLeft  []downSeat
 	downEnded []recordOp
@@ -65,14 +66,19 @@ type pendingResume struct {
 	m      resumeMsg
 	timer  *time.Timer
 	finish func() // set once the session is taken up and waits for its back events
+	again  bool   // claimed a second time
 }
 
 // resumeTimeoutMsg fails a resume that Redis did not answer in time.
 type resumeTimeoutMsg struct{ ref string }
 
 // claimTimeout bounds how long a resume waits for another node to release
-// the session: the contract answers every resume within 1 s.
-const claimTimeout = 800 * time.Millisecond
+// the session before it claims again, and claimRetry the second claim: the
+// contract answers every resume within 1 s.
+const (
+	claimTimeout = 500 * time.Millisecond
+	claimRetry   = 400 * time.Millisecond
+)
 
 // newClusterState returns the hub's cluster side for bridge b.
 func newClusterState(b *bridge) *clusterState {
@@ -82,7 +88,7 @@ func newClusterState(b *bridge) *clusterState {
 	return &clusterState{b: b, node: b.cfg.node,
 		remote: make(map[uuid.UUID]map[string]remoteMember), tickets: make(map[uint64]func(mailMsg)),
 		gates: make(map[*session]map[uuid.UUID]uint64), resumes: make(map[string]*pendingResume),
-		unsent: make(map[uint64]struct{}), fails: make(map[uint64]func(string))}
+		unsent: make(map[uint64]struct{}), fails: make(map[uint64]func(string)), released: make(map[string]struct{})}
 }
 
 // clustered reports whether events go through Redis now. Runs on the hub goroutine.

@@ -90,6 +90,18 @@ func (h *hub) resumeTimedOut(m resumeTimeoutMsg) {
 		p.finish() // the session is taken up: answer with what is known
 		return
 	}
+	if !p.again {
+		// Asked a holder that has not answered: it may have died just as
+		// it was asked (its mailbox still listed). A second claim finds
+		// that out, within the contract's second.
+		p.again = true
+		tok := hashToken(p.m.req.token)
+		if fresh := h.idx.sessions[m.ref]; fresh != nil && h.cl.b.push(claimOp{token: hex.EncodeToString(tok[:]), ref: m.ref, user: fresh.userID}) {
+			ref := m.ref
+			p.timer = time.AfterFunc(claimRetry, func() { h.send(resumeTimeoutMsg{ref: ref}) })
+			return
+		}
+	}
 	delete(h.cl.resumes, m.ref)
 	h.cfg.metrics.resumed(resumeUnknown)
 	if fresh := h.idx.sessions[m.ref]; fresh != nil && fresh.conn == p.m.c {
@@ -258,11 +270,12 @@ func (h *hub) refreshGames(s *session, games map[string]*fetchedGame) {
 // (timeout) to their games now. Runs on the hub goroutine.
 func (h *hub) adoptAll(m adoptMsg) {
 	for _, r := range m.records {
-		if h.idx.sessions[r.SID] != nil {
+		if _, gone := h.cl.released[r.SID]; gone || h.idx.sessions[r.SID] != nil {
 			continue
 		}
 		h.adopt(r, !r.Away)
 	}
+	clear(h.cl.released)
 }
 
 // adopt builds an away session from r. tell says it was connected on a
@@ -316,7 +329,13 @@ func (h *hub) adopt(r sessionRecord, tell bool) *session {
 func (h *hub) release(m releaseMsg) {
 	s := h.idx.sessions[m.sid]
 	if s == nil {
-		h.cl.b.push(moveOp{sid: m.sid, to: m.to, ref: m.ref})
+		// Not here (yet): a reap may have made it this node's in Redis
+		// before its adoption reached the hub. The record Redis holds is
+		// the session then; if there is none, the claimant hears it is gone.
+		h.cl.b.push(moveOp{sid: m.sid, to: m.to, ref: m.ref, stored: true})
+		if len(h.cl.released) < downMax {
+			h.cl.released[m.sid] = struct{}{} // an adoption of it, still on its way, must not bring it back
+		}
 		return
 	}
 	rec := h.record(s)
