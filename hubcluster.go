@@ -619,10 +619,10 @@ func (h *hub) clusterAction(s *session, m commandMsg, exactlyOnce bool, now time
 		if h.idx.sessions[s.sid] != s {
 			return // moved to another node meanwhile: its record there has the action
 		}
+		// The record keeps the action pending: a node it moves to reads
+		// the offset from the stream (resolvePending), so one write per
+		// action is enough (the record is rewritten whole).
 		h.deliver(s, withID(e.frame, m.cmd.id))
-		if a != nil {
-			h.putRecord(s, false)
-		}
 	})
 }
 
