@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"math"
@@ -10,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -22,8 +22,7 @@ import (
 // handshake's token check in conn_auth.go.
 
 // conn is one accepted WebSocket connection: a reader (serveConn's goroutine)
-// and a writer goroutine, plus a short-lived goroutine while a ping waits for
-// its pong.
+// and a writer goroutine.
 type conn struct {
 	// set at construction
 	ws  *websocket.Conn
@@ -43,9 +42,10 @@ type conn struct {
 	// the hub and the reader push frames without waiting; only the writer pops.
 	out *sendQueue
 
-	// the ping in flight, if any: set by the writer, cleared by the ping.
-	pinging atomic.Bool
-	pings   sync.WaitGroup
+	// the ping in flight (liveness.go): sent by the writer, answered on the
+	// reader; pongDue is the writer's, from its start.
+	pings   pingState
+	pongDue *time.Timer
 
 	// the client's pings and pongs, rate limited like its messages; used only
 	// inside ws.Read, which the library runs one caller at a time.
@@ -137,7 +137,7 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 			grace: s.cfg.rateLimitGrace},
 	}
 	hj := &hijackRecorder{ResponseWriter: w, budget: s.cfg.MaxMessageBytes + wireSlack,
-		bandwidth: newBandwidth(s.cfg.RateLimit, s.cfg.RateBurst, s.cfg.MaxMessageBytes)}
+		bandwidth: newBandwidth(s.cfg.RateLimit, s.cfg.RateBurst, s.cfg.MaxMessageBytes), pong: c.pong}
 	opts := s.acceptOpts // a copy: the callbacks are this conn's
 	opts.OnPingReceived = func(_ context.Context, payload []byte) bool { return c.controlFrame(payload) }
 	opts.OnPongReceived = func(_ context.Context, payload []byte) { c.controlFrame(payload) }
@@ -188,8 +188,7 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 }
 
 // serveConn owns a registered conn's life: it is the reader, it starts the
-// writer, and it returns only after the writer (and any ping in flight) has,
-// telling the hub last.
+// writer, and it returns only after the writer has, telling the hub last.
 func (s *server) serveConn(c *conn) {
 	defer s.handlers.Done()
 	defer s.releaseSlot()
@@ -240,14 +239,27 @@ func (s *server) releaseSlot() {
 
 // hijackRecorder lets the handler keep the raw socket that Accept hijacks, so
 // a close handshake stuck on a frozen peer can be cut at the shutdown budget,
-// and hands the library a metered socket in its place.
+// and hands the library a metered socket in its place, with buffers of its
+// own size.
 type hijackRecorder struct {
 	http.ResponseWriter
 	budget    int64         // the meteredConn's budget
 	bandwidth *rate.Limiter // and its pacing
+	pong      func(seq uint64)
 	conn      *meteredConn
 	status    int // of a refused handshake, which the library answers itself
 }
+
+// The library reads and writes through buffers it keeps for the conn's
+// life. net/http's are 4 KiB each, half of what an idle connection costs
+// beside its two stacks. These hold any message a client sends in one read
+// (a decision is a few hundred bytes), and any frame the server sends but a
+// large game_joined or resumed in one write: a larger frame costs a second
+// write syscall, at any buffer size.
+const (
+	readBufferSize  = 1024
+	writeBufferSize = 2048
+)
 
 // WriteHeader remembers the status of a refused handshake, which tells the
 // handshakes counter an Origin refused from a malformed request.
@@ -262,6 +274,10 @@ func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nc, brw, err
 	}
-	h.conn = &meteredConn{Conn: nc, budget: h.budget, bandwidth: h.bandwidth}
-	return h.conn, brw, nil
+	h.conn = &meteredConn{Conn: nc, budget: h.budget, bandwidth: h.bandwidth, pong: h.pong}
+	if n := brw.Reader.Buffered(); n > 0 { // a client that sent frames right behind its handshake
+		b, _ := brw.Reader.Peek(n)
+		h.conn.pending = bytes.Clone(b)
+	}
+	return h.conn, bufio.NewReadWriter(bufio.NewReaderSize(h.conn, readBufferSize), bufio.NewWriterSize(h.conn, writeBufferSize)), nil
 }

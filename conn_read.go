@@ -141,6 +141,12 @@ type controlGuard struct {
 // ws.Read, on the reader or, during a close handshake, on the writer.
 func (c *conn) controlFrame(payload []byte) bool {
 	c.raw.uncount(controlFrameBytes(len(payload)))
+	return c.controlAllowed()
+}
+
+// controlAllowed counts one control frame against the rate limit, and ends a
+// conn that floods them.
+func (c *conn) controlAllowed() bool {
 	if c.control.limiter.Allow() {
 		return true
 	}

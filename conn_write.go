@@ -13,25 +13,23 @@ import (
 // one close handshake.
 
 // writeLoop owns every write on the conn and the ping schedule. It returns
-// after quit, once the close handshake is done and no ping is in flight.
+// after quit, once the close handshake is done.
 func (c *conn) writeLoop(pingInterval, pingTimeout time.Duration) {
 	ticker := time.NewTicker(pingInterval)
 	defer ticker.Stop()
+	c.pongDue = time.NewTimer(pingTimeout)
+	c.pongDue.Stop()
+	defer c.pongDue.Stop()
 	for {
 		select {
 		case <-c.out.ready:
 			c.writeQueued(pingTimeout)
 		case <-ticker.C:
-			// One ping at a time: a peer that has not answered the last one
-			// is already on its way out. The ping clears the flag itself, so
-			// an answered ping costs the writer no second wake-up.
-			if c.pinging.CompareAndSwap(false, true) {
-				c.pings.Add(1)
-				go c.ping(pingTimeout)
-			}
+			c.ping(pingTimeout)
+		case <-c.pongDue.C:
+			c.pongDeadline()
 		case <-c.quit:
 			c.close(pingTimeout)
-			c.pings.Wait() // a ping in flight ends with the socket
 			return
 		}
 	}
@@ -79,26 +77,6 @@ func (c *conn) writeFailed(err error) {
 		return
 	}
 	_ = c.raw.Close() // the reader returns at once, with the reason
-}
-
-// ping sends one ping and waits up to timeout for its pong. A missing pong
-// ends the conn with no close frame: the peer is presumed gone, and a write
-// blocked on it must be cut, so the socket is closed outright.
-func (c *conn) ping(timeout time.Duration) {
-	defer c.pings.Done()
-	defer c.pinging.Store(false)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	sent := time.Now()
-	err := c.ws.Ping(ctx)
-	switch {
-	case err == nil:
-		c.met.pingRoundTrip(time.Since(sent))
-	case ctx.Err() != nil:
-		c.met.pongTimeout()
-		c.stop(reasonTimeout)
-		_ = c.raw.Close()
-	}
 }
 
 // close sends the goodbye and performs the single close handshake for the

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 const waitFor = 5 * time.Second
 
 // testConfig is the default configuration with durations short enough for tests.
-func testConfig(t *testing.T) config {
+func testConfig(t testing.TB) config {
 	t.Helper()
 	cfg, err := loadConfig(nil)
 	if err != nil {
@@ -55,7 +55,7 @@ type testServer struct {
 }
 
 // startServer starts a server with cfg and stops it when the test ends.
-func startServer(t *testing.T, cfg config) *testServer {
+func startServer(t testing.TB, cfg config) *testServer {
 	t.Helper()
 	s := newServer(cfg, zerolog.New(io.Discard))
 	ts := httptest.NewServer(s.routes())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,11 @@ type meteredConn struct {
 	// nil: unpaced.
 	bandwidth *rate.Limiter
 
+	// set at hijack
+	pending []byte           // what net/http read past the handshake: read first
+	pong    func(seq uint64) // the conn's pong handler; nil leaves pongs to the library
+	frames  pongScanner      // used only inside the library's reads, one at a time
+
 	read    atomic.Int64 // bytes since the last whole message (or since stop)
 	stopped atomic.Bool  // the conn is ending: the budget is closeReadBudget from then on
 }
@@ -57,19 +63,59 @@ type meteredConn struct {
 // Read reads from the socket and fails once the bytes since the last whole
 // message exceed the budget. The read that crosses it is not handed on: what
 // it holds is the flood itself, not something to answer.
+//
+// The client's pongs to the server's pings are taken out of what is handed on
+// (liveness.go), and a read that held nothing else reads again: a pong
+// arriving while the reader waits for a message leaves it waiting where it
+// was, and the library never hears of it.
 func (m *meteredConn) Read(p []byte) (int, error) {
-	n, err := m.Conn.Read(p)
-	limit := m.budget
+	if m.pong == nil {
+		n, err := m.readWire(p)
+		if cerr := m.count(n, n); cerr != nil {
+			return 0, cerr
+		}
+		return n, err
+	}
+	for {
+		if len(p) <= m.frames.nheld {
+			return 0, io.ErrShortBuffer // the library's buffered reads are far larger
+		}
+		k := copy(p, m.frames.held[:m.frames.nheld])
+		n, err := m.readWire(p[k:])
+		kept := m.frames.scan(p[:k+n], m.pong)
+		if cerr := m.count(kept, n); cerr != nil {
+			return 0, cerr
+		}
+		if kept > 0 || err != nil {
+			return kept, err
+		}
+	}
+}
+
+// readWire reads what net/http had read ahead, then the socket.
+func (m *meteredConn) readWire(p []byte) (int, error) {
+	if len(m.pending) > 0 {
+		n := copy(p, m.pending)
+		m.pending = m.pending[n:]
+		return n, nil
+	}
+	return m.Conn.Read(p)
+}
+
+// count counts a read of n bytes off the wire, of which kept are handed on,
+// and fails once the count since the last whole message passes the budget;
+// a read within it is paced. A stopped conn counts every byte, pongs too: a
+// flooder ended for its pongs reads no more than any other closing conn.
+func (m *meteredConn) count(kept, n int) error {
+	limit, counted := m.budget, kept
 	if m.stopped.Load() {
-		limit = closeReadBudget
+		limit, counted = closeReadBudget, n
 	}
-	if m.read.Add(int64(n)) > limit {
-		return 0, errWireBudget
+	if m.read.Add(int64(counted)) > limit {
+		return errWireBudget
 	}
-	if m.bandwidth != nil && n > 0 && !m.stopped.Load() {
-		m.pace(n)
-	}
-	return n, err
+	m.pace(n)
+	return nil
 }
 
 // maxPause bounds one pause of a paced read, so that a conn that is stopped
@@ -79,6 +125,9 @@ const maxPause = time.Second
 // pace waits until the bandwidth allows n more bytes. Runs on whichever
 // goroutine reads (the reader, or the writer during a close handshake).
 func (m *meteredConn) pace(n int) {
+	if m.bandwidth == nil || n == 0 || m.stopped.Load() {
+		return
+	}
 	r := m.bandwidth.ReserveN(time.Now(), min(n, m.bandwidth.Burst()))
 	if d := r.Delay(); d > 0 {
 		time.Sleep(min(d, maxPause))

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 )
@@ -134,5 +136,86 @@ func TestMeteredConnPaces(t *testing.T) {
 	<-done
 	if took := time.Since(start); took < 1800*time.Millisecond {
 		t.Fatalf("300 KB at 100 KB/s with a 100 KB burst took %s, want about 2 s", took)
+	}
+}
+
+// readStream reads from m with a 1 KiB buffer, as the library's bufio does,
+// until it has want bytes or an error.
+func readStream(m *meteredConn, want int) ([]byte, error) {
+	buf := make([]byte, readBufferSize)
+	var got []byte
+	for len(got) < want {
+		n, err := m.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			return got, err
+		}
+	}
+	return got, nil
+}
+
+// TestMeteredConnTakesPongs: the library reads the client's stream without
+// its pongs, whether they arrive whole, cut across reads, or partly among the
+// bytes net/http read ahead of the handshake; the pongs are not counted in
+// the message budget; and the stream is otherwise handed on byte for byte.
+func TestMeteredConnTakesPongs(t *testing.T) {
+	m, peer := pipeMeter(t, 1_000)
+	var seqs []uint64
+	m.pong = func(seq uint64) { seqs = append(seqs, seq) }
+	key := [4]byte{3, 1, 4, 1}
+	text := clientFrame(0x81, []byte(`{"type":"heartbeat"}`), key, false)
+	first := clientFrame(0x01, bytes.Repeat([]byte("q"), 1500), key, false) // a message in two fragments
+	last := clientFrame(0x80, bytes.Repeat([]byte("r"), 1500), key, false)
+	big := append(slices.Clone(first), last...)
+	m.pending = append(slices.Clone(text), pongFrame(1)[:5]...) // read ahead: a message and part of a pong
+	var rest [][]byte
+	rest = append(rest, pongFrame(1)[5:], pongFrame(2)[:1], pongFrame(2)[1:], first[:700], first[700:])
+	for range 200 { // many more pong bytes than the budget, between the fragments of a message
+		rest = append(rest, pongFrame(3))
+	}
+	rest = append(rest, last[:3], last[3:])
+	go func() {
+		for _, b := range rest {
+			if _, err := peer.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	m.budget = int64(len(text)+len(big)) + 10 // the messages fit; with their pongs counted they would not
+	want := append(slices.Clone(text), big...)
+	got, err := readStream(m, len(want))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (%v), want the %d bytes of the two messages", len(got), err, len(want))
+	}
+	if len(seqs) != 202 || seqs[0] != 1 || seqs[1] != 2 || seqs[201] != 3 {
+		t.Fatalf("took %d pongs (%v…), want 202: 1, 2, then 3s", len(seqs), seqs[:min(3, len(seqs))])
+	}
+}
+
+// TestMeteredConnStoppedCountsPongs: once the conn is stopped, pongs count
+// against the close budget like every other byte: a client ended for
+// flooding pongs cannot keep the reader reading them.
+func TestMeteredConnStoppedCountsPongs(t *testing.T) {
+	m, peer := pipeMeter(t, 1<<20)
+	m.pong = func(uint64) {}
+	m.ending()
+	flood := bytes.Repeat(pongFrame(9), 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := peer.Write(flood); err != nil {
+				return
+			}
+		}
+	}()
+	_, err := readStream(m, 1)
+	_ = peer.Close()
+	<-done
+	if !errors.Is(err, errWireBudget) {
+		t.Fatalf("read ended with %v, want errWireBudget", err)
+	}
+	if n := m.read.Load(); n > closeReadBudget+int64(readBufferSize) {
+		t.Fatalf("read %d bytes of pongs after stop, want at most closeReadBudget %d", n, closeReadBudget)
 	}
 }
