@@ -24,8 +24,12 @@ func TestModesSmall(t *testing.T) {
 		args  []string
 		check func(t *testing.T, f figs)
 	}{
-		{"idle", []string{"idle", "-n", "50", "-hold", "1s", "-jwt"}, func(t *testing.T, f figs) {
+		{"idle", []string{"idle", "-n", "50", "-hold", "1s", "-ping-interval", "300ms", "-jwt"}, func(t *testing.T, f figs) {
 			for s, v := range f {
+				if v["ping_rounds"] < 2 || v["hold_bytes_in_per_conn"] <= 0 || v["rss_held_per_conn_kib"] == 0 {
+					t.Errorf("%s: %v ping rounds, %v bytes of pings per conn, %v KiB per conn held; want at least 2 rounds, both positive",
+						s, v["ping_rounds"], v["hold_bytes_in_per_conn"], v["rss_held_per_conn_kib"])
+				}
 				if v["conns"] != 50 || v["survived"] != 50 || v["connect_failures"] != 0 {
 					t.Errorf("%s: conns %v, survived %v, failures %v; want 50, 50, 0", s, v["conns"], v["survived"], v["connect_failures"])
 				}

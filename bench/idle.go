@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,9 @@ var idleFigures = []figure{
 	{"hold_bytes_in_per_conn", "bytes received per conn during hold (pings)", ""},
 	{"open_after_hold", "connections open after hold", "higher"},
 	{"survived", "survived hold (heartbeat answered)", "higher"},
+	{"ping_rounds", "ping rounds every connection has had by the end of the hold", ""},
 	{"rss_after_hold_mib", "server RSS at end of hold (MiB)", ""},
+	{"rss_held_per_conn_kib", "server RSS per connection at end of hold (KiB)", "lower"},
 }
 
 // idleClient is one held connection. Its reader answers pings (coder/websocket
@@ -153,7 +156,10 @@ func runIdle(ctx context.Context, o *options, p *proc, d *dialer) (*measurement,
 		m.set("hold_bytes_in_per_conn", float64(bytes1-bytes0)/float64(openBefore))
 	}
 	m.set("open_after_hold", float64(open))
+	// The last connection's first ping came PING_INTERVAL after it opened.
+	m.set("ping_rounds", math.Floor((time.Since(t0)-connectDur).Seconds()/o.pingInterval.Seconds()))
 	m.set("rss_after_hold_mib", mib(rssHeld))
+	m.set("rss_held_per_conn_kib", float64(rssHeld-rss0)/float64(ok)/1024)
 
 	// Open is not enough: every connection still open must answer a heartbeat.
 	var hbFails sampler

@@ -3,7 +3,7 @@
 // pinned process, drives it over loopback, and prints the figures of both
 // side by side. See bench/README.md.
 //
-//	go run ./bench idle    [-n 10000] [-hold 30s] [-jwt]
+//	go run ./bench idle    [-n 10000] [-hold 110s] [-jwt]
 //	go run ./bench fanout  [-games 1000] [-members 4] [-interval 1000] [-duration 20s] [-cluster 1,2,3]
 //	go run ./bench churn   [-waves 5] [-clients 2000]
 //	go run ./bench hostile -scenario flood|nonreaders|fds|healthloop|expiry|join
@@ -129,7 +129,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.Var(durValue{&o.warmup, time.Second}, "warmup", "fanout: warm-up before the window, excluded (bare number = s)")
 	o.drain = 5 * time.Second
 	fs.Var(durValue{&o.drain, time.Second}, "drain", "fanout: longest wait for the last frames before counting losses (bare number = s)")
-	o.hold = 30 * time.Second
+	// Four ping rounds at the server's default PING_INTERVAL: an idle
+	// server's memory after its first rounds is what a long-lived one keeps.
+	o.hold = 110 * time.Second
 	fs.Var(durValue{&o.hold, time.Second}, "hold", "idle: how long the connections are held (bare number = s)")
 	o.settle = 2 * time.Second
 	fs.Var(durValue{&o.settle, time.Second}, "settle", "pause before reading a 'settled' RSS (bare number = s)")
@@ -142,13 +144,13 @@ func parseOptions(args []string) (*options, error) {
 	fs.IntVar(&o.cpuServer, "cpu-server", 1, "CPU the servers are pinned to (-1: unpinned)")
 	fs.IntVar(&o.cpuTool, "cpu-tool", 0, "CPU the tool is pinned to (-1: unpinned)")
 	fs.IntVar(&o.serverProcs, "server-procs", 1, "GOMAXPROCS of the servers")
-	fs.Var(durValue{&o.pingInterval, time.Second}, "ping-interval", "PING_INTERVAL of both servers (default 10s for idle, 25s otherwise)")
+	o.pingInterval = 25 * time.Second // the server's default
+	fs.Var(durValue{&o.pingInterval, time.Second}, "ping-interval", "PING_INTERVAL of both servers")
 	o.pingTimeout = 30 * time.Second
 	fs.Var(durValue{&o.pingTimeout, time.Second}, "ping-timeout", "PING_TIMEOUT of both servers")
 	fs.IntVar(&o.parallel, "parallel", 64, "connections opened at once")
 	fs.IntVar(&o.perIP, "per-ip", 5000, "connections per loopback source address before moving to the next")
-	o.deadline = 5 * time.Minute
-	fs.Var(durValue{&o.deadline, time.Second}, "deadline", "hard limit on one server's run of the mode (bare number = s)")
+	fs.Var(durValue{&o.deadline, time.Second}, "deadline", "hard limit on one server's run of the mode (bare number = s; default 5m, for idle -hold + 3m when that is more)")
 	o.quietWait = 2 * time.Minute
 	fs.Var(durValue{&o.quietWait, time.Second}, "quiet-wait", "before each server's run, wait up to this long for a quiet machine (bare number = s; 0: don't)")
 	fs.Float64Var(&o.quietPct, "quiet-pct", 10, "quiet means other processes use less than this % of a core")
@@ -214,10 +216,10 @@ func parseOptions(args []string) (*options, error) {
 	if o.games == 0 {
 		o.games = map[string]int{"fanout": 1000, "churn": 500}[o.mode]
 	}
-	if o.pingInterval == 0 {
-		o.pingInterval = 25 * time.Second
+	if o.deadline == 0 {
+		o.deadline = 5 * time.Minute
 		if o.mode == "idle" {
-			o.pingInterval = 10 * time.Second
+			o.deadline = max(o.deadline, o.hold+3*time.Minute)
 		}
 	}
 	switch {
