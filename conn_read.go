@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"io"
 	"math/big"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -206,19 +208,52 @@ var errTooBig = errors.New("message larger than MAX_MESSAGE_BYTES")
 // readMessage reads one whole message of at most max bytes. A larger one is
 // not read further: the conn ends as too big (the wire meter bounds what the
 // close handshake may still read of it).
+//
+// The message is read into a pooled buffer, taken only once its first frame
+// has arrived (an idle reader holds none), and handed on as an exact copy:
+// io.ReadAll's 512-byte start and doublings made a few hundred bytes of
+// garbage per message, which under fan-out load set how often the collector
+// ran, and each run scans every connection's two stacks.
 func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, []byte, error) {
 	typ, r, err := ws.Reader(context.Background())
 	if err != nil {
 		return 0, nil, err
 	}
-	msg, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err != nil {
-		return 0, nil, err
+	bp := readBuffers.Get().(*[]byte)
+	defer putReadBuffer(bp)
+	buf := (*bp)[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		room := min(int64(cap(buf)-len(buf)), max+1-int64(len(buf)))
+		n, err := r.Read(buf[len(buf) : len(buf)+int(room)])
+		buf = buf[:len(buf)+n]
+		*bp = buf
+		if int64(len(buf)) > max {
+			return 0, nil, errTooBig
+		}
+		if err == io.EOF {
+			return typ, bytes.Clone(buf), nil
+		}
+		if err != nil {
+			return 0, nil, err
+		}
 	}
-	if int64(len(msg)) > max {
-		return 0, nil, errTooBig
+}
+
+// readBuffers are the readers' scratch buffers.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledRead is the largest scratch buffer kept for the next message: one
+// megabyte message must not pin a megabyte for good.
+const maxPooledRead = 64 << 10
+
+func putReadBuffer(bp *[]byte) {
+	if cap(*bp) <= maxPooledRead {
+		*bp = (*bp)[:0]
+		readBuffers.Put(bp)
 	}
-	return typ, msg, nil
 }
 
 // readErrorReason maps the error that ended a read to the conn's close reason.
