@@ -163,22 +163,33 @@ func FuzzPongScanner(f *testing.F) {
 	})
 }
 
-// pingOf reads server frames until a ping and returns its number.
-func (p *rawPeer) pingOf(t *testing.T) uint64 {
+// readUntil reads server frames until want accepts one, within waitFor,
+// failing the test on a read error or a close frame (what names the wait).
+func (p *rawPeer) readUntil(t *testing.T, what string, want func(op byte, payload []byte) bool) []byte {
 	t.Helper()
 	_ = p.nc.SetReadDeadline(time.Now().Add(waitFor))
 	for {
 		op, payload, err := p.readFrame()
 		if err != nil {
-			t.Fatalf("waiting for a ping: %v", err)
+			t.Fatalf("waiting for %s: %v", what, err)
 		}
-		if op == 0x9 {
-			if len(payload) != 8 {
-				t.Fatalf("ping payload %x, want 8 bytes", payload)
-			}
-			return binary.BigEndian.Uint64(payload)
+		if op == 0x8 {
+			t.Fatalf("closed with %x while waiting for %s", payload, what)
+		}
+		if want(op, payload) {
+			return payload
 		}
 	}
+}
+
+// pingOf reads server frames until a ping and returns its number.
+func (p *rawPeer) pingOf(t *testing.T) uint64 {
+	t.Helper()
+	payload := p.readUntil(t, "a ping", func(op byte, _ []byte) bool { return op == 0x9 })
+	if len(payload) != 8 {
+		t.Fatalf("ping payload %x, want 8 bytes", payload)
+	}
+	return binary.BigEndian.Uint64(payload)
 }
 
 // write writes b, failing the test on an error.
@@ -194,19 +205,9 @@ func (p *rawPeer) write(t *testing.T, b []byte) {
 func (p *rawPeer) expectHeartbeatAck(t *testing.T) {
 	t.Helper()
 	p.write(t, clientFrame(0x81, []byte(`{"type":"heartbeat","id":"hb"}`), [4]byte{9, 8, 7, 6}, false))
-	_ = p.nc.SetReadDeadline(time.Now().Add(waitFor))
-	for {
-		op, payload, err := p.readFrame()
-		if err != nil {
-			t.Fatalf("waiting for heartbeat_ack: %v", err)
-		}
-		if op == 0x8 {
-			t.Fatalf("closed with %x while waiting for heartbeat_ack", payload)
-		}
-		if op == 0x1 && bytes.Contains(payload, []byte(`"heartbeat_ack"`)) {
-			return
-		}
-	}
+	p.readUntil(t, "heartbeat_ack", func(op byte, payload []byte) bool {
+		return op == 0x1 && bytes.Contains(payload, []byte(`"heartbeat_ack"`))
+	})
 }
 
 // TestPongsAnswerPingsInAnyCut: a client that answers each ping with its
