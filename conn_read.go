@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -32,10 +31,13 @@ func (s *server) readLoop(c *conn) closeReason {
 		}
 		select {
 		case <-c.quit:
+			putReadBuffer(msg)
 			return c.reason // ended by the hub or the writer: what was read meanwhile is not served
 		default:
 		}
-		if r, end := s.serveMessage(c, st, typ, msg); end {
+		r, end := s.serveMessage(c, st, typ, *msg)
+		putReadBuffer(msg) // serveMessage keeps nothing of it: decode copies what a command holds
+		if end {
 			return r
 		}
 	}
@@ -210,17 +212,18 @@ var errTooBig = errors.New("message larger than MAX_MESSAGE_BYTES")
 // close handshake may still read of it).
 //
 // The message is read into a pooled buffer, taken only once its first frame
-// has arrived (an idle reader holds none), and handed on as an exact copy:
-// io.ReadAll's 512-byte start and doublings made a few hundred bytes of
-// garbage per message, which under fan-out load set how often the collector
-// ran, and each run scans every connection's two stacks.
-func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, []byte, error) {
+// has arrived (an idle reader holds none), and handed to the caller, who
+// gives it back with putReadBuffer once the message is served. Messages made
+// garbage of their own (io.ReadAll's 512-byte start and doublings, then an
+// exact copy) were a fifth of what a relayed decision allocated, and under
+// fan-out load garbage sets how often the collector runs, each run scanning
+// every connection's two stacks.
+func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, *[]byte, error) {
 	typ, r, err := ws.Reader(context.Background())
 	if err != nil {
 		return 0, nil, err
 	}
 	bp := readBuffers.Get().(*[]byte)
-	defer putReadBuffer(bp)
 	buf := (*bp)[:0]
 	for {
 		if len(buf) == cap(buf) {
@@ -230,13 +233,14 @@ func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, []byte, 
 		n, err := r.Read(buf[len(buf) : len(buf)+int(room)])
 		buf = buf[:len(buf)+n]
 		*bp = buf
-		if int64(len(buf)) > max {
+		switch {
+		case int64(len(buf)) > max:
+			putReadBuffer(bp)
 			return 0, nil, errTooBig
-		}
-		if err == io.EOF {
-			return typ, bytes.Clone(buf), nil
-		}
-		if err != nil {
+		case err == io.EOF:
+			return typ, bp, nil
+		case err != nil:
+			putReadBuffer(bp)
 			return 0, nil, err
 		}
 	}
@@ -249,6 +253,7 @@ var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return
 // megabyte message must not pin a megabyte for good.
 const maxPooledRead = 64 << 10
 
+// putReadBuffer gives back a buffer readMessage returned.
 func putReadBuffer(bp *[]byte) {
 	if cap(*bp) <= maxPooledRead {
 		*bp = (*bp)[:0]

@@ -132,6 +132,55 @@ func TestEncodeEvent(t *testing.T) {
 	}
 }
 
+// TestEncodeEventBytes holds the hand-written event encoder to json.Marshal's
+// bytes, on the frames it writes itself and on those it hands to Marshal.
+func TestEncodeEventBytes(t *testing.T) {
+	game := uuid.MustParse(protoGame)
+	decision := func(raw string) command {
+		return command{kind: cmdDefensive, game: game, decision: json.RawMessage(raw)}
+	}
+	cases := []struct {
+		name    string
+		cmd     command
+		sid     string
+		userID  *int64
+		results []int
+	}{
+		{"plain decision", decision(`{"shift":"infield_in","seq":12345}`), "S1", protoUser(42), nil},
+		{"offensive, no user", command{kind: cmdOffensive, game: game, decision: json.RawMessage(`{"steal":2}`)}, "S1", nil, nil},
+		{"negative user", decision(`{}`), "S1", protoUser(-9), nil},
+		{"escapes kept", decision(`{"a\"b":"c\\d\u00e9","n":[1,{"x":null}]}`), "S1", nil, nil},
+		{"non-ASCII kept", decision(`{"name":"Ichirō"}`), "S1", nil, nil},
+		{"whitespace dropped", decision("{ \"a\" :\t[1, 2]\n}"), "S1", nil, nil},
+		{"HTML escaped", decision(`{"tag":"<b>&"}`), "S1", nil, nil},
+		{"line separator escaped", decision("{\"s\":\"\u2028\u2029\"}"), "S1", nil, nil},
+		{"sid needing escapes", decision(`{}`), `a"b<c`, nil, nil},
+		{"dice", command{kind: cmdRoll, game: game, dice: []int{6, 6, 6, 20}}, "S1", protoUser(7), []int{1, 2, 3, 20}},
+		{"dice, no results", command{kind: cmdRoll, game: game, dice: []int{100}}, "S1", nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := encodeEvent(tc.cmd, tc.sid, tc.userID, tc.results)
+			if want := encodeEventMarshal(tc.cmd, tc.sid, tc.userID, tc.results); !bytes.Equal(got, want) {
+				t.Errorf("encodeEvent\n%s\njson.Marshal\n%s", got, want)
+			}
+		})
+	}
+}
+
+// TestEncodeEventAllocatesOnce keeps a relayed decision's first serialisation
+// to the one buffer it is.
+func TestEncodeEventAllocatesOnce(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes what allocates")
+	}
+	cmd := command{kind: cmdDefensive, game: uuid.MustParse(protoGame), decision: json.RawMessage(`{"shift":"in","seq":1}`)}
+	user := int64(42)
+	if n := testing.AllocsPerRun(100, func() { encodeEvent(cmd, "S1", &user, nil) }); n != 1 {
+		t.Errorf("encodeEvent made %v allocations, want 1", n)
+	}
+}
+
 // TestEncodePresence checks presence frames: no id, canonical game id, and a
 // reason only when a member left.
 func TestEncodePresence(t *testing.T) {

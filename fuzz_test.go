@@ -112,6 +112,20 @@ func FuzzDecode(f *testing.F) {
 		if !bytes.Equal(msg, orig) {
 			t.Fatalf("decode changed its input")
 		}
+		// The reader reuses msg's buffer for its next message: nothing decoded may point into it.
+		for i := range msg {
+			msg[i] = 'x'
+		}
+		if again, againErr := decode(orig); !reflect.DeepEqual(cmd, again) || !reflect.DeepEqual(perr, againErr) {
+			t.Fatalf("decode kept part of its input: after overwriting it, %+v %v, not %+v %v", cmd, perr, again, againErr)
+		}
+		msg = orig
+		// The fast path answers only where it agrees with the strict one.
+		if fast, fastErr, ok := decodeFast(msg); ok {
+			if strict, strictErr := decodeStrict(msg); !reflect.DeepEqual(fast, strict) || !reflect.DeepEqual(fastErr, strictErr) {
+				t.Fatalf("decodeFast %+v %v, decodeStrict %+v %v", fast, fastErr, strict, strictErr)
+			}
+		}
 		if !slices.Equal(defaultDice, []int{6, 6, 6, 20}) {
 			t.Fatalf("defaultDice is now %v", defaultDice)
 		}
@@ -362,6 +376,9 @@ func fzCheckFrames(t *testing.T, cmd command) {
 		}
 	}
 	others := encodeEvent(cmd, "SID", &user, results)
+	if want := encodeEventMarshal(cmd, "SID", &user, results); !bytes.Equal(others, want) {
+		t.Fatalf("event written by hand\n%s\nis not json.Marshal's\n%s", others, want)
+	}
 	self := withID(others, cmd.id)
 	for _, tc := range []struct {
 		b  []byte

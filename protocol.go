@@ -111,63 +111,191 @@ func decode(msg []byte) (command, *protoError) {
 	return decodeStrict(msg)
 }
 
-// fastFrame is the shape of a well-formed game frame, typed throughout so a
-// valid frame is decoded in one pass.
-type fastFrame struct {
-	Type string `json:"type"`
-	ID   string `json:"id"`
-	Data struct {
-		GameID   string          `json:"game_id"`
-		Decision json.RawMessage `json:"decision"`
-		Dice     diceField       `json:"dice"`
-	} `json:"data"`
-}
-
-// decodeFast decodes a frame in one pass when it is entirely valid, and
-// reports false at the first doubt, leaving the precise diagnosis to
+// decodeFast decodes a frame in one pass when it is entirely valid and plain,
+// and reports false at the first doubt, leaving the precise diagnosis to
 // decodeStrict. Valid frames are the hot path; errors can afford two passes,
 // except bad dice (the one list a frame may make huge), which it diagnoses
 // itself once everything before them checks out.
+//
+// It walks the frame json.Valid has accepted instead of unmarshalling it:
+// encoding/json's reflection, its strings and its state were half the garbage
+// a relayed decision made, and the reader reuses msg's buffer, so only what a
+// command keeps (its id and decision) is copied. "Plain" is what makes the
+// walk agree with encoding/json: the frame's keys are the contract's, spelt
+// exactly and each once, and the strings it reads hold no escapes. Anything
+// else (an unknown or repeated key, which encoding/json would match without
+// regard to case or let the last of win) goes to decodeStrict.
 func decodeFast(msg []byte) (command, *protoError, bool) {
-	if !utf8.Valid(msg) {
+	if !utf8.Valid(msg) || !json.Valid(msg) || !isObjectText(msg) {
 		return command{}, nil, false
 	}
-	var f fastFrame
-	if json.Unmarshal(msg, &f) != nil || !isObjectText(msg) || utf8.RuneCountInString(f.ID) > maxIDLen {
+	var typ, id, data []byte
+	if !readMembers(msg, [3]string{`"type"`, `"id"`, `"data"`}, [3]*[]byte{&typ, &id, &data}) {
 		return command{}, nil, false
 	}
-	kind, ok := clientTypes[f.Type]
+	typName, ok := plainString(typ)
 	if !ok {
 		return command{}, nil, false
 	}
-	cmd := command{kind: kind, id: f.ID}
-	if kind == cmdHeartbeat {
-		return cmd, nil, true
+	kind, ok := clientTypes[string(typName)]
+	if !ok {
+		return command{}, nil, false
 	}
-	game, err := parseGameID(f.Data.GameID)
+	var cmd command
+	cmd.kind = kind
+	if id != nil {
+		text, ok := plainString(id)
+		if !ok || utf8.RuneCount(text) > maxIDLen {
+			return command{}, nil, false
+		}
+		cmd.id = string(text)
+	}
+	switch kind {
+	case cmdHeartbeat:
+		return cmd, nil, true // heartbeat takes anything or nothing as data
+	case cmdJoin, cmdLeave, cmdDefensive, cmdOffensive, cmdRoll:
+	default:
+		return command{}, nil, false // resume and refresh_token: decodeStrict reads their data
+	}
+	var gameID, decision, dice []byte
+	if !readMembers(data, [3]string{`"game_id"`, `"decision"`, `"dice"`}, [3]*[]byte{&gameID, &decision, &dice}) {
+		return command{}, nil, false
+	}
+	text, ok := plainString(gameID)
+	if !ok {
+		return command{}, nil, false
+	}
+	game, err := parseGameIDBytes(text)
 	if err != nil {
 		return command{}, nil, false
 	}
 	cmd.game = game
 	switch kind {
 	case cmdDefensive, cmdOffensive:
-		if !isObject(f.Data.Decision) {
+		if !isObject(decision) {
 			return command{}, nil, false
 		}
-		cmd.decision = f.Data.Decision
+		cmd.decision = bytes.Clone(decision)
 	case cmdRoll:
-		switch dice := f.Data.Dice; {
-		case dice.err != nil:
-			return command{}, &protoError{code: codeInvalidMessage, message: diceProblem(dice.err), id: f.ID}, true
-		case dice.dice == nil:
+		if dice == nil {
 			cmd.dice = defaultDice
-		case checkDice(dice.dice) != "":
+			break
+		}
+		switch parsed, err := parseDice(dice); {
+		case err != nil:
+			return command{}, &protoError{code: codeInvalidMessage, message: diceProblem(err), id: cmd.id}, true
+		case parsed == nil:
+			cmd.dice = defaultDice
+		case checkDice(parsed) != "":
 			return command{}, nil, false
 		default:
-			cmd.dice = dice.dice
+			cmd.dice = parsed
 		}
 	}
 	return cmd, nil, true
+}
+
+// plainString returns the text of raw, a JSON value, when it is a string
+// without escapes: then the text is the string's value.
+func plainString(raw []byte) ([]byte, bool) {
+	if len(raw) < 2 || raw[0] != '"' || bytes.IndexByte(raw, '\\') >= 0 {
+		return nil, false
+	}
+	return raw[1 : len(raw)-1], true
+}
+
+// readMembers reads the object raw, a JSON value, into fields: each member's
+// raw value goes to the field of its key (keys are given with their quotes).
+// It reports false when raw is not an object, or has a key not in keys, or
+// one twice.
+func readMembers(raw []byte, keys [3]string, fields [3]*[]byte) bool {
+	w := jsonWalk{b: raw}
+	w.space()
+	if w.i == len(w.b) || w.b[w.i] != '{' {
+		return false
+	}
+	w.i++
+	for {
+		key, val, ok := w.member()
+		if !ok {
+			return true
+		}
+		k := 0
+		for k < len(keys) && string(key) != keys[k] {
+			k++
+		}
+		if k == len(keys) || *fields[k] != nil {
+			return false
+		}
+		*fields[k] = val
+	}
+}
+
+// jsonWalk reads the members of a JSON object in a text json.Valid has
+// accepted, which is why it checks no syntax: every bracket it looks for is
+// there.
+type jsonWalk struct {
+	b []byte
+	i int
+}
+
+// member returns the next member's key (with its quotes) and raw value, or
+// false at the object's end.
+func (w *jsonWalk) member() (key, val []byte, ok bool) {
+	w.space()
+	if w.b[w.i] == ',' {
+		w.i++
+		w.space()
+	}
+	if w.b[w.i] == '}' {
+		return nil, nil, false
+	}
+	key = w.value()
+	w.space()
+	w.i++ // the colon
+	w.space()
+	return key, w.value(), true
+}
+
+// value consumes one value and returns its text.
+func (w *jsonWalk) value() []byte {
+	start, depth := w.i, 0
+	for ; w.i < len(w.b); w.i++ {
+		switch c := w.b[w.i]; c {
+		case '"':
+			for w.i++; w.b[w.i] != '"'; w.i++ {
+				if w.b[w.i] == '\\' {
+					w.i++
+				}
+			}
+			if depth == 0 {
+				w.i++
+				return w.b[start:w.i]
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 { // the end of a number or literal that closes the object
+				return w.b[start:w.i]
+			}
+			if depth--; depth == 0 {
+				w.i++
+				return w.b[start:w.i]
+			}
+		case ',', ' ', '\t', '\n', '\r':
+			if depth == 0 {
+				return w.b[start:w.i]
+			}
+		}
+	}
+	return w.b[start:w.i]
+}
+
+// space skips JSON whitespace.
+func (w *jsonWalk) space() {
+	for w.i < len(w.b) && (w.b[w.i] == ' ' || w.b[w.i] == '\t' || w.b[w.i] == '\n' || w.b[w.i] == '\r') {
+		w.i++
+	}
 }
 
 // isObjectText reports whether a JSON text's first token opens an object.
@@ -320,10 +448,21 @@ func decodeResume(data json.RawMessage) (*resumeRequest, *protoError) {
 // they are checked here.
 func parseGameID(s string) (uuid.UUID, error) {
 	if len(s) == 38 && (s[0] != '{' || s[37] != '}') {
-		return uuid.UUID{}, errors.New("not a UUID")
+		return uuid.UUID{}, errNotUUID
 	}
 	return uuid.Parse(s)
 }
+
+// parseGameIDBytes is parseGameID on the bytes of a frame, which it need not
+// copy into a string first (uuid.ParseBytes is uuid.Parse on bytes).
+func parseGameIDBytes(b []byte) (uuid.UUID, error) {
+	if len(b) == 38 && (b[0] != '{' || b[37] != '}') {
+		return uuid.UUID{}, errNotUUID
+	}
+	return uuid.ParseBytes(b)
+}
+
+var errNotUUID = errors.New("not a UUID")
 
 // isNull reports whether a raw field was absent or JSON null.
 func isNull(raw json.RawMessage) bool {

@@ -5,6 +5,7 @@ package main
 // The client-frame builders (protoMsg, protoData, protoDice) live here.
 
 import (
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -465,5 +466,68 @@ func TestQuoteShortInvalidUTF8(t *testing.T) {
 	got := quoteShort(strings.Repeat("\x80", 40))
 	if !utf8.ValidString(got) || len(got) > 2*protoMaxMessage {
 		t.Errorf("quoteShort = %q, want short valid UTF-8", got)
+	}
+}
+
+// TestDecodeFastAgreesWithStrict runs the one-pass decoder on frames at the
+// edges of what it reads itself: where it answers, its answer is the strict
+// decoder's, and the plain frames of every game type take it.
+func TestDecodeFastAgreesWithStrict(t *testing.T) {
+	game := `"game_id":"` + protoGame + `"`
+	cases := []struct {
+		msg  string
+		fast bool // decodeFast answers it itself
+	}{
+		{protoMsg("heartbeat", "h1", `[1,{"}":"]"}]`), true},
+		{protoMsg("join_game", "j1", `{`+game+`}`), true},
+		{protoMsg("leave_game", "", `{`+game+`}`), true},
+		{protoMsg("submit_defensive_decision", "d1", `{`+game+`,"decision":{"s":"a,b}]","n":[1,-2.5e3,true,null],"o":{}}}`), true},
+		{" {\n\"type\" : \"submit_offensive_decision\" ,\t\"data\":{ \"decision\" : { \"x\" : 1 } , " + game + " } }\r\n", true},
+		{protoMsg("roll_dice", "r1", `{`+game+`,"dice":[6,20]}`), true},
+		{protoMsg("roll_dice", "r2", `{`+game+`,"dice":null}`), true},
+		{protoMsg("roll_dice", "r3", `{`+game+`,"dice":"six"}`), true}, // diagnosed by the fast path itself
+		{protoMsg("join_game", "j1", `{"game_id":"{`+protoGame+`}"}`), true},
+		// escapes, repeated and unknown keys, other spellings: the strict decoder's
+		{`{"type":"heartbe\u0061t","id":"h"}`, false},
+		{`{"type":"heartbeat","id":"a\nb"}`, false},
+		{protoMsg("join_game", "j1", `{"game_id":"6ba7b810-9dad-11d1-80b4-00c04fd430c\u0038"}`), false},
+		{`{"type":"heartbeat","type":"join_game","data":{` + game + `}}`, false},
+		{protoMsg("join_game", "j1", `{`+game+`,"game_id":"00000000-0000-0000-0000-000000000000"}`), false},
+		{`{"Type":"join_game","data":{` + game + `}}`, false},
+		{protoMsg("join_game", "j1", `{"Game_ID":"`+protoGame+`"}`), false},
+		{`{"type":"heartbeat","extra":1}`, false},
+		{protoMsg("submit_defensive_decision", "d1", `{`+game+`,"decision":{},"note":"x"}`), false},
+		{`{"type":"resume","data":{` + game + `,"resume_token":"t"}}`, false},
+		{`{"type":"refresh_token","data":{"token":"a.b.c"}}`, false},
+		{`{"type":"heartbeat","id":null}`, false},
+		{protoMsg("join_game", "j1", `"x"`), false},
+		{`{"type":"heartbeat"} {}`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.msg, func(t *testing.T) {
+			strict, strictErr := decodeStrict([]byte(tc.msg))
+			fast, fastErr, ok := decodeFast([]byte(tc.msg))
+			if ok != tc.fast {
+				t.Errorf("decodeFast answered: %v, want %v", ok, tc.fast)
+			}
+			if ok && (!reflect.DeepEqual(fast, strict) || !reflect.DeepEqual(fastErr, strictErr)) {
+				t.Errorf("decodeFast %+v %v\ndecodeStrict %+v %v", fast, fastErr, strict, strictErr)
+			}
+			if got, gotErr := decode([]byte(tc.msg)); !reflect.DeepEqual(got, strict) || !reflect.DeepEqual(gotErr, strictErr) {
+				t.Errorf("decode %+v %v\ndecodeStrict %+v %v", got, gotErr, strict, strictErr)
+			}
+		})
+	}
+}
+
+// TestDecodeAllocations keeps a relayed decision's decode to the copies its
+// command keeps: the id and the decision.
+func TestDecodeAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes what allocates")
+	}
+	msg := []byte(protoMsg("submit_defensive_decision", "d1", `{"game_id":"`+protoGame+`","decision":{"shift":"in","seq":1}}`))
+	if n := testing.AllocsPerRun(100, func() { _, _ = decode(msg) }); n > 2 {
+		t.Errorf("decode made %v allocations, want at most 2", n)
 	}
 }
