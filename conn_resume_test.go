@@ -494,6 +494,16 @@ func TestResumeFailures(t *testing.T) {
 		rsHealthIs(t, s, 1, 0, map[string]int{rsOnlyGame(t, s): 1})
 		rsEnd(t, s, c)
 	})
+	t.Run("unknown: data also naming a game", func(t *testing.T) {
+		// The one-pass decoder once read this as a resume without its data,
+		// which the hub dereferenced: one frame stopped the server.
+		s := startServer(t, rsResilient(t, time.Second))
+		c := rsDial(t, s.url, nil)
+		c.send(e2eMsg("resume", "g", map[string]any{"game_id": uuid.NewString(), "resume_token": strings.Repeat("A", 26)}))
+		c.expectResumeFailed("g", "unknown")
+		freshGoesOn(t, c)
+		rsEnd(t, s, c)
+	})
 	t.Run("unknown: own token", func(t *testing.T) {
 		s := startServer(t, rsResilient(t, time.Second))
 		c := rsDial(t, s.url, nil)

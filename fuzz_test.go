@@ -42,7 +42,7 @@ var fzDecodeCodes = map[string]bool{
 var fzWireTypes = map[string]cmdKind{
 	"heartbeat": cmdHeartbeat, "join_game": cmdJoin, "leave_game": cmdLeave,
 	"submit_defensive_decision": cmdDefensive, "submit_offensive_decision": cmdOffensive, "roll_dice": cmdRoll,
-	"refresh_token": cmdRefresh,
+	"refresh_token": cmdRefresh, "resume": cmdResume,
 }
 
 // fzDecodeSeeds are frames worth starting from: one valid frame of every type
@@ -63,6 +63,8 @@ func fzDecodeSeeds() []string {
 		`{"type":"roll_dice","data":{` + game + `,"dice":null}}`,
 		`{"type":"refresh_token","id":"t1","data":{"token":"a.b.c"}}`,
 		`{"type":"refresh_token","data":{"token":""}}`,
+		`{"type":"resume","id":"s1","data":{"resume_token":"AAAA","games":{"` + fzGame + `":{"epoch":"e","offset":3}}}}`,
+		`{"type":"resume","data":{` + game + `,"resume_token":"AAAA"}}`,
 		// spellings and readings
 		`{"Type":"JOIN_GAME","ID":"x","Data":{"GAME_ID":"{6f9619ff-8b86-d011-b42d-00c04fd430c8}"}}`,
 		`{"type":"join_game","data":{"game_id":"urn:uuid:6f9619ff-8b86-d011-b42d-00c04fd430c8"}}`,
@@ -244,6 +246,15 @@ func fzCheckCommand(t *testing.T, msg []byte, cmd command) {
 	}
 	if cmd.kind != cmdRefresh && cmd.token != "" {
 		t.Fatalf("kind %d carries a token", cmd.kind)
+	}
+	if (cmd.kind == cmdResume) != (cmd.resume != nil) {
+		t.Fatalf("kind %d with resume data %+v: a resume carries its data, nothing else does", cmd.kind, cmd.resume)
+	}
+	if cmd.kind == cmdResume {
+		if cmd.game != uuid.Nil {
+			t.Fatalf("resume carries game %s", cmd.game)
+		}
+		return
 	}
 	if cmd.kind == cmdRefresh {
 		var env struct {
