@@ -22,29 +22,51 @@ import (
 // commands. A refused message costs a bounded scan for its id, never a decode;
 // a reply to a refused message is dropped rather than queued when the queue
 // is half full, so it cannot make its own sender a slow consumer.
+//
+// An idle connection's reader waits in ws.Reader, right under this frame, and
+// the client's pongs are taken off the wire inside that wait (liveness.go):
+// everything the reader does with a message is in readAndServe, not inlined,
+// so that its locals are not on the stack while it waits. A few hundred bytes
+// more there, and the first pong grows every idle reader's stack from 4 KiB
+// to 8 (TestPingRoundsKeepStacks).
 func (s *server) readLoop(c *conn) closeReason {
 	st := &readState{limiter: rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst), first: true}
 	for {
-		typ, msg, err := readMessage(c.ws, s.cfg.MaxMessageBytes)
+		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
 			return readErrorReason(err)
 		}
-		select {
-		case <-c.quit:
-			putReadBuffer(msg)
-			return c.reason // ended by the hub or the writer: what was read meanwhile is not served
-		default:
-		}
-		r, end := s.serveMessage(c, st, typ, *msg)
-		putReadBuffer(msg) // serveMessage keeps nothing of it: decode copies what a command holds
-		if end {
-			return r
+		if end := s.readAndServe(c, st, typ, r); end {
+			return st.reason
 		}
 	}
 }
 
+// readAndServe reads the rest of the message the reader has begun and serves
+// it, and reports whether the conn ends (why is st.reason).
+//
+//go:noinline
+func (s *server) readAndServe(c *conn, st *readState, typ websocket.MessageType, r io.Reader) bool {
+	msg, err := readMessage(r, s.cfg.MaxMessageBytes)
+	if err != nil {
+		st.reason = readErrorReason(err)
+		return true
+	}
+	defer putReadBuffer(msg) // serveMessage keeps nothing of it: decode copies what a command holds
+	select {
+	case <-c.quit:
+		st.reason = c.reason // ended by the hub or the writer: what was read meanwhile is not served
+		return true
+	default:
+	}
+	reason, end := s.serveMessage(c, st, typ, *msg)
+	st.reason = reason
+	return end
+}
+
 // readState is what the reader keeps from one message to the next.
 type readState struct {
+	reason  closeReason // why the conn ends, once it does
 	limiter *rate.Limiter
 	flood   floodTracker
 	first   bool // no client frame read yet
@@ -207,9 +229,9 @@ func prepare(c *conn, cmd command, results []int) commandMsg {
 // errTooBig is a message larger than MAX_MESSAGE_BYTES.
 var errTooBig = errors.New("message larger than MAX_MESSAGE_BYTES")
 
-// readMessage reads one whole message of at most max bytes. A larger one is
-// not read further: the conn ends as too big (the wire meter bounds what the
-// close handshake may still read of it).
+// readMessage reads the rest of a message the reader has begun, r, of at most
+// max bytes. A larger one is not read further: the conn ends as too big (the
+// wire meter bounds what the close handshake may still read of it).
 //
 // The message is read into a pooled buffer, taken only once its first frame
 // has arrived (an idle reader holds none), and handed to the caller, who
@@ -218,11 +240,7 @@ var errTooBig = errors.New("message larger than MAX_MESSAGE_BYTES")
 // exact copy) were a fifth of what a relayed decision allocated, and under
 // fan-out load garbage sets how often the collector runs, each run scanning
 // every connection's two stacks.
-func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, *[]byte, error) {
-	typ, r, err := ws.Reader(context.Background())
-	if err != nil {
-		return 0, nil, err
-	}
+func readMessage(r io.Reader, max int64) (*[]byte, error) {
 	bp := readBuffers.Get().(*[]byte)
 	buf := (*bp)[:0]
 	for {
@@ -236,12 +254,12 @@ func readMessage(ws *websocket.Conn, max int64) (websocket.MessageType, *[]byte,
 		switch {
 		case int64(len(buf)) > max:
 			putReadBuffer(bp)
-			return 0, nil, errTooBig
+			return nil, errTooBig
 		case err == io.EOF:
-			return typ, bp, nil
+			return bp, nil
 		case err != nil:
 			putReadBuffer(bp)
-			return 0, nil, err
+			return nil, err
 		}
 	}
 }
