@@ -15,10 +15,12 @@ import (
 // allocate contexts and timers: about 2.2 KB of garbage per connection and
 // ping round (BenchmarkPingRound). An idle server makes garbage at no other
 // time, so that is what its heap, and its resident memory, grows by between
-// collections: a quarter more per idle connection after four rounds (24.7 to
-// 31.0 KiB, bench/README.md). Here a
-// round allocates nothing: the ping is a 10-byte frame the writer writes
-// itself, and its pong is recognised in the bytes the reader reads.
+// collections: a third more per idle connection after four rounds (25.0 to
+// 33.7 KiB, bench/README.md). Here a round allocates nothing: the ping is a
+// 10-byte frame the writer writes itself, and its pong is recognised in the
+// bytes the reader reads. That happens inside the idle reader's blocked Read,
+// so whatever the pong handler needs is stacked on the frames the reader
+// waits under: readLoop keeps those small (TestPingRoundsKeepStacks).
 
 // pingFrameLen is the server's ping on the wire: FIN and opcode 9, an
 // unmasked 8-byte payload, which is the ping's sequence number.
