@@ -261,7 +261,7 @@ func (w *jsonWalk) member() (key, val []byte, ok bool) {
 func (w *jsonWalk) value() []byte {
 	start, depth := w.i, 0
 	for ; w.i < len(w.b); w.i++ {
-		switch c := w.b[w.i]; c {
+		switch w.b[w.i] {
 		case '"':
 			for w.i++; w.b[w.i] != '"'; w.i++ {
 				if w.b[w.i] == '\\' {
@@ -447,14 +447,11 @@ func decodeResume(data json.RawMessage) (*resumeRequest, *protoError) {
 // 38-character string as the braced form without looking at the braces, so
 // they are checked here.
 func parseGameID(s string) (uuid.UUID, error) {
-	if len(s) == 38 && (s[0] != '{' || s[37] != '}') {
-		return uuid.UUID{}, errNotUUID
-	}
-	return uuid.Parse(s)
+	return parseGameIDBytes([]byte(s))
 }
 
-// parseGameIDBytes is parseGameID on the bytes of a frame, which it need not
-// copy into a string first (uuid.ParseBytes is uuid.Parse on bytes).
+// parseGameIDBytes is parseGameID on the bytes of a frame, which the hot path
+// need not copy into a string first (uuid.ParseBytes is uuid.Parse on bytes).
 func parseGameIDBytes(b []byte) (uuid.UUID, error) {
 	if len(b) == 38 && (b[0] != '{' || b[37] != '}') {
 		return uuid.UUID{}, errNotUUID
