@@ -127,7 +127,12 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 }
 
 // accept upgrades the request, sends the session frame and registers the
-// session, which its token's exp (0 for none) governs.
+// session, which its token's exp (0 for none) governs. The upgrade and the
+// greeting are steps of their own, not inlined here, because the handshake
+// runs on net/http's goroutine at the depth of its request handling: with
+// this frame's locals under the library's hijack, net/http's header write at
+// the bottom of it grew every handshake's stack from 8 to 16 KiB, a copy of
+// the whole stack per connect.
 func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, exp int64) (*conn, bool) {
 	c := &conn{
 		sid: rand.Text(), userID: userID, tokenExp: exp, remote: r.RemoteAddr, cutAfter: s.cfg.PingTimeout, met: s.met,
@@ -136,6 +141,16 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 		control: controlGuard{limiter: rate.NewLimiter(rate.Limit(2*s.cfg.RateLimit), 2*s.cfg.RateBurst),
 			grace: s.cfg.rateLimitGrace},
 	}
+	if !s.upgrade(w, r, c) || !s.greet(c) {
+		return nil, false
+	}
+	return c, true
+}
+
+// upgrade runs the library's handshake for c, which then has its socket.
+//
+//go:noinline
+func (s *server) upgrade(w http.ResponseWriter, r *http.Request, c *conn) bool {
 	hj := &hijackRecorder{ResponseWriter: w, budget: s.cfg.MaxMessageBytes + wireSlack,
 		bandwidth: newBandwidth(s.cfg.RateLimit, s.cfg.RateBurst, s.cfg.MaxMessageBytes), pong: c.pong}
 	opts := s.acceptOpts // a copy: the callbacks are this conn's
@@ -149,17 +164,26 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 			s.met.handshake(handshakeBadRequest)
 		}
 		s.log.Debug().Err(err).Str("remote", r.RemoteAddr).Msg("handshake refused")
-		return nil, false // Accept has written the status
+		return false // Accept has written the status
 	}
 	// The size limit is the reader's own (readMessage): the library's would
 	// close the conn itself, with no goodbye and its own close text.
 	ws.SetReadLimit(-1)
+	c.ws, c.raw, c.connectedAt = ws, hj.conn, time.Now()
+	return true
+}
+
+// greet registers an upgraded conn's session with the hub and sends it the
+// session frame.
+//
+//go:noinline
+func (s *server) greet(c *conn) bool {
 	token := rand.Text() // 130 random bits; only its hash is kept, and it is never logged
-	c.ws, c.raw, c.connectedAt, c.token = ws, hj.conn, time.Now(), hashToken(token)
+	c.token = hashToken(token)
 	if !s.hub.register(c) {
 		s.met.handshake(handshakeDraining) // the hub has stopped: the server is on its way out
-		_ = ws.Close(reasonShutdown.code, reasonShutdown.word)
-		return nil, false
+		_ = c.ws.Close(reasonShutdown.code, reasonShutdown.word)
+		return false
 	}
 	s.met.handshake(handshakeAccepted)
 	// The session frame is written here, once the session exists (so a client
@@ -173,21 +197,21 @@ func (s *server) accept(w http.ResponseWriter, r *http.Request, userID *int64, e
 	// collections.
 	_ = c.raw.SetWriteDeadline(time.Now().Add(s.cfg.PingTimeout))
 	hello := encode("session", "", sessionData{
-		SID: c.sid, UserID: userID,
+		SID: c.sid, UserID: c.userID,
 		PingIntervalMS:   s.cfg.PingInterval.Milliseconds(),
 		SessionTimeoutMS: s.cfg.SessionTimeout.Milliseconds(),
 		Protocol:         protocolVersion,
 		ResumeToken:      token,
 		ResumeWindowMS:   s.cfg.ResumeWindow.Milliseconds(),
-		TokenExp:         expJSON(exp),
+		TokenExp:         expJSON(c.tokenExp),
 	})
 	s.met.frameSent(hello)
-	err = ws.Write(context.Background(), websocket.MessageText, hello)
+	err := c.ws.Write(context.Background(), websocket.MessageText, hello)
 	_ = c.raw.SetWriteDeadline(time.Time{})
 	if err != nil {
 		c.stop(reasonDisconnected)
 	}
-	return c, true
+	return true
 }
 
 // serveConn owns a registered conn's life: it is the reader, it starts the
@@ -271,12 +295,19 @@ func (h *hijackRecorder) WriteHeader(status int) {
 	h.ResponseWriter.WriteHeader(status)
 }
 
-// Hijack hijacks the underlying connection and remembers it, metered.
+// Hijack hijacks the underlying connection and remembers it, metered. The
+// metering is a step of its own, not inlined, so that this frame stays small
+// under net/http's header write (see accept).
 func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
 		return nc, brw, err
 	}
+	return h.keep(nc, brw)
+}
+
+//go:noinline
+func (h *hijackRecorder) keep(nc net.Conn, brw *bufio.ReadWriter) (net.Conn, *bufio.ReadWriter, error) {
 	h.conn = &meteredConn{Conn: nc, budget: h.budget, bandwidth: h.bandwidth, pong: h.pong}
 	if n := brw.Reader.Buffered(); n > 0 { // a client that sent frames right behind its handshake
 		b, _ := brw.Reader.Peek(n)
