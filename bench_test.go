@@ -84,12 +84,12 @@ func BenchmarkRelay(b *testing.B) {
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.New()
 	for _, c := range bh.conns {
-		bh.h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
+		bh.h.handle(prepare(c, &command{kind: cmdJoin, game: game}, nil))
 	}
 	bh.drain(bh.conns)
 	sender := bh.conns[0]
 	cmd := command{kind: cmdDefensive, id: "d1", game: game, decision: []byte(`{"seq":1}`)}
-	msg := prepare(sender, cmd, nil)
+	msg := prepare(sender, &cmd, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		bh.h.handle(msg)
@@ -104,7 +104,7 @@ func BenchmarkRelayWithEncode(b *testing.B) {
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.MustParse("6f9619ff-8b86-d011-b42d-00c04fd430c8")
 	for _, c := range bh.conns {
-		bh.h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
+		bh.h.handle(prepare(c, &command{kind: cmdJoin, game: game}, nil))
 	}
 	bh.drain(bh.conns)
 	sender := bh.conns[0]
@@ -116,7 +116,7 @@ func BenchmarkRelayWithEncode(b *testing.B) {
 			b.Fatal(perr)
 		}
 		bh.h.cfg.metrics.frameReceived(cmd.kind, len(frame)) // as the reader counts it
-		bh.h.handle(prepare(sender, cmd, nil))
+		bh.h.handle(prepare(sender, &cmd, nil))
 		bh.drain(bh.conns)
 	}
 }
@@ -127,12 +127,12 @@ func BenchmarkJoinLeave(b *testing.B) {
 	bh := newBenchHub(b, 4, cfg, time.Now())
 	game := uuid.New()
 	for _, c := range bh.conns[1:] {
-		bh.h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
+		bh.h.handle(prepare(c, &command{kind: cmdJoin, game: game}, nil))
 	}
 	bh.drain(bh.conns)
 	c := bh.conns[0]
-	join := prepare(c, command{kind: cmdJoin, game: game}, nil)
-	leave := prepare(c, command{kind: cmdLeave, game: game}, nil)
+	join := prepare(c, &command{kind: cmdJoin, game: game}, nil)
+	leave := prepare(c, &command{kind: cmdLeave, game: game}, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		bh.h.handle(join)
@@ -286,7 +286,7 @@ func BenchmarkHealth(b *testing.B) {
 			b.Fatal("register refused")
 		}
 		for g := range 16 {
-			s.hub.send(prepare(conns[i], command{kind: cmdJoin, game: uuid.UUID{byte(i), byte(i >> 8), byte(g), 7}}, nil))
+			s.hub.send(prepare(conns[i], &command{kind: cmdJoin, game: uuid.UUID{byte(i), byte(i >> 8), byte(g), 7}}, nil))
 		}
 	}
 	if st, _ := s.hub.stats(0); st.ActiveGames != 100_000 {
@@ -318,7 +318,7 @@ func BenchmarkHealth(b *testing.B) {
 			if i%2 == 1 {
 				kind = cmdLeave
 			}
-			s.hub.send(prepare(conns[0], command{kind: kind, game: game}, nil))
+			s.hub.send(prepare(conns[0], &command{kind: kind, game: game}, nil))
 			b.SetBytes(int64(call()))
 			for conns[0].out.len() > 0 {
 				conns[0].out.next()
@@ -344,7 +344,7 @@ func BenchmarkNonReader(b *testing.B) {
 			h.idx.add(newSession(c), time.Now())
 			h.idx.join(h.idx.sessions[c.sid], decision.game)
 		}
-		m := prepare(sender, decision, nil)
+		m := prepare(sender, &decision, nil)
 		for h.idx.sessions["reader"] != nil {
 			h.handle(m)
 			peak = max(peak, reader.out.size())
@@ -417,7 +417,7 @@ func BenchmarkPingRound(b *testing.B) {
 	pongs := make(chan struct{}, conns)
 	clients := make([]*pongClient, conns)
 	for i := range clients {
-		clients[i] = dialPongClient(b, s.ts.Listener.Addr().String(), pongs)
+		clients[i] = dialPongClient(b, s.ts.Listener.Addr().String(), pongs, nil)
 	}
 	// Stacks are read without a collection first, which would shrink what
 	// the rounds grew, and from before the first round, which is the one
@@ -453,8 +453,9 @@ type pongClient struct {
 }
 
 // dialPongClient connects to addr's /ws by hand and answers its pings,
-// telling pongs of each pong it wrote.
-func dialPongClient(tb testing.TB, addr string, pongs chan<- struct{}) *pongClient {
+// telling pongs of each pong it wrote, and texts (when not nil) of each
+// message it read but the session frame.
+func dialPongClient(tb testing.TB, addr string, pongs, texts chan<- struct{}) *pongClient {
 	tb.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -476,11 +477,12 @@ func dialPongClient(tb testing.TB, addr string, pongs chan<- struct{}) *pongClie
 		var hdr [8]byte
 		payload := make([]byte, 1<<16)
 		pong := make([]byte, 6+125)
+		messages := 0
 		for {
 			if _, err := io.ReadFull(br, hdr[:2]); err != nil {
 				return
 			}
-			n := int(hdr[1] & 0x7f)
+			b0, n := hdr[0], int(hdr[1]&0x7f) // hdr is reused for a longer length
 			switch n {
 			case 126:
 				if _, err := io.ReadFull(br, hdr[:2]); err != nil {
@@ -497,7 +499,14 @@ func dialPongClient(tb testing.TB, addr string, pongs chan<- struct{}) *pongClie
 			if _, err := io.ReadFull(br, p); err != nil {
 				return
 			}
-			if hdr[0]&0x0f != 0x9 { // not a ping
+			if op := b0 & 0x0f; op != 0x9 { // not a ping
+				// The end of a data message, fragmented or not; the first is
+				// the session frame.
+				if fin := b0&0x80 != 0; fin && op <= 0x1 && texts != nil {
+					if messages++; messages > 1 {
+						texts <- struct{}{}
+					}
+				}
 				continue
 			}
 			// A masked pong with the zero mask: its payload goes as it is.
@@ -518,6 +527,19 @@ func dialPongClient(tb testing.TB, addr string, pongs chan<- struct{}) *pongClie
 	return c
 }
 
+// send writes msg as one text frame, masked with the zero mask.
+func (c *pongClient) send(tb testing.TB, msg string) {
+	tb.Helper()
+	f := []byte{0x81, 0x80 | byte(len(msg))}
+	if len(msg) > 125 {
+		f = binary.BigEndian.AppendUint16([]byte{0x81, 0x80 | 126}, uint16(len(msg)))
+	}
+	f = append(f, 0, 0, 0, 0) // the mask
+	if _, err := c.nc.Write(append(f, msg...)); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func (c *pongClient) close() {
 	c.once.Do(func() {
 		close(c.stop)
@@ -525,3 +547,4 @@ func (c *pongClient) close() {
 	})
 	<-c.done
 }
+

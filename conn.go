@@ -56,6 +56,12 @@ type conn struct {
 	stopOnce sync.Once
 	reason   closeReason
 	cut      *time.Timer // closes the socket cutAfter after stop; nil for a conn with no socket
+
+	rd readState // the reader's own
+
+	// set by startWriter, for endConn
+	writerDone chan struct{}
+	stopHard   func() bool // cuts the socket past the shutdown budget unless called first
 }
 
 // stop asks the conn to end. Safe from any goroutine; never blocks; the first
@@ -216,25 +222,42 @@ func (s *server) greet(c *conn) bool {
 
 // serveConn owns a registered conn's life: it is the reader, it starts the
 // writer, and it returns only after the writer has, telling the hub last.
+// Its frame is the bottom of the reader's stack, under every message the
+// reader serves, so what it does before and after reading is in steps of
+// its own, not inlined, and it defers nothing (see readLoop).
 func (s *server) serveConn(c *conn) {
-	defer s.handlers.Done()
-	defer s.releaseSlot()
-	// Past the shutdown budget, close handshakes still waiting on frozen peers are cut.
-	stopHard := context.AfterFunc(s.hardStop, func() { _ = c.raw.Close() })
-	defer stopHard()
+	s.startWriter(c)
+	s.readLoop(c)
+	s.endConn(c)
+}
 
-	writerDone := make(chan struct{})
+// startWriter starts c's writer, and arranges for c's socket to be cut past
+// the shutdown budget, where close handshakes still wait on frozen peers.
+//
+//go:noinline
+func (s *server) startWriter(c *conn) {
+	c.stopHard = context.AfterFunc(s.hardStop, func() { _ = c.raw.Close() })
+	c.writerDone = make(chan struct{})
 	go func() {
-		defer close(writerDone)
+		defer close(c.writerDone)
 		c.writeLoop(s.cfg.PingInterval, s.cfg.PingTimeout)
 	}()
-	c.stop(s.readLoop(c))
+}
+
+// endConn ends a conn whose reader has returned.
+//
+//go:noinline
+func (s *server) endConn(c *conn) {
+	c.stop(c.rd.reason)
 	// The hub hears at once, not after the close handshake: until it does, the
 	// session is still in health and in its games, and is sent their frames.
 	s.hub.send(unregisterMsg{c: c, sid: c.sid, reason: c.reason})
-	<-writerDone
+	<-c.writerDone
 	c.cut.Stop()
 	s.logEnd(c)
+	c.stopHard()
+	s.releaseSlot()
+	s.handlers.Done()
 }
 
 // logEnd writes the one line a conn's end gets: reason is what its games heard

@@ -17,7 +17,7 @@ import (
 // reading it whole to handing the hub a typed command, and the rate limits it
 // keeps on messages and on control frames.
 
-// readLoop reads client messages until the conn ends, and returns why it ended.
+// readLoop reads client messages until the conn ends, leaving why in c.rd.
 // It rate-limits and decodes here, so the hub receives only valid, typed
 // commands. A refused message costs a bounded scan for its id, never a decode;
 // a reply to a refused message is dropped rather than queued when the queue
@@ -28,43 +28,52 @@ import (
 // everything the reader does with a message is in readAndServe, not inlined,
 // so that its locals are not on the stack while it waits. A few hundred bytes
 // more there, and the first pong grows every idle reader's stack from 4 KiB
-// to 8 (TestPingRoundsKeepStacks).
-func (s *server) readLoop(c *conn) closeReason {
-	st := &readState{limiter: rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst), first: true}
+// to 8 (TestPingRoundsKeepStacks). Messages are served on that same 4 KiB:
+// nothing the reader keeps between messages is on its stack (readState is
+// the conn's, and results go there rather than back up the frames), and the
+// frames a player's usual messages need are kept small and written without
+// json.Marshal's reflection, with some 600 bytes to spare
+// (TestMessagesKeepStacks). The other messages (resume, refresh_token, and
+// whatever is refused) may grow a reader to 8 KiB, which then stays.
+func (s *server) readLoop(c *conn) {
+	c.rd = readState{limiter: rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst), first: true}
 	for {
 		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
-			return readErrorReason(err)
+			c.rd.reason = readErrorReason(err)
+			return
 		}
-		if end := s.readAndServe(c, st, typ, r); end {
-			return st.reason
+		if end := s.readAndServe(c, typ, r); end {
+			return
 		}
 	}
 }
 
 // readAndServe reads the rest of the message the reader has begun and serves
-// it, and reports whether the conn ends (why is st.reason).
+// it, and reports whether the conn ends (why is c.rd.reason).
 //
 //go:noinline
-func (s *server) readAndServe(c *conn, st *readState, typ websocket.MessageType, r io.Reader) bool {
+func (s *server) readAndServe(c *conn, typ websocket.MessageType, r io.Reader) bool {
 	msg, err := readMessage(r, s.cfg.MaxMessageBytes)
 	if err != nil {
-		st.reason = readErrorReason(err)
+		c.rd.reason = readErrorReason(err)
 		return true
 	}
-	defer putReadBuffer(msg) // serveMessage keeps nothing of it: decode copies what a command holds
 	select {
 	case <-c.quit:
-		st.reason = c.reason // ended by the hub or the writer: what was read meanwhile is not served
+		putReadBuffer(msg)
+		c.rd.reason = c.reason // ended by the hub or the writer: what was read meanwhile is not served
 		return true
 	default:
 	}
-	reason, end := s.serveMessage(c, st, typ, *msg)
-	st.reason = reason
+	end := s.serveMessage(c, typ, *msg)
+	putReadBuffer(msg) // serveMessage keeps nothing of it: decode copies what a command holds
 	return end
 }
 
-// readState is what the reader keeps from one message to the next.
+// readState is what the reader keeps from one message to the next. It is
+// the conn's, not on the reader's stack, which an idle connection keeps for
+// its whole life (see readLoop).
 type readState struct {
 	reason  closeReason // why the conn ends, once it does
 	limiter *rate.Limiter
@@ -73,59 +82,89 @@ type readState struct {
 }
 
 // serveMessage handles one message the reader read, and reports whether the
-// conn ends, and why. It is a function of its own, not inlined, so that its
-// locals are on the reader's stack only while a message is handled: an idle
-// connection's reader waits in readLoop with a stack small enough to stay in
-// its first 8 KiB (a frame more, and every idle connection costs 4 KiB more).
+// conn ends (why is c.rd.reason). It is a function of its own, not inlined,
+// so that its locals are on the reader's stack only while a message is
+// handled, and the refusals and the commands that wait for the hub are
+// steps of their own, so that the message every client sends most fits the
+// stack an idle reader has (TestMessagesKeepStacks).
 //
 //go:noinline
-func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType, msg []byte) (closeReason, bool) {
+func (s *server) serveMessage(c *conn, typ websocket.MessageType, msg []byte) bool {
+	st := &c.rd
 	first := st.first
 	st.first = false
 	c.raw.messageDone()
 	if typ != websocket.MessageText {
 		s.met.frameReceived(0, len(msg))
-		return reasonBinary, true
+		st.reason = reasonBinary
+		return true
 	}
 	if !st.limiter.Allow() {
-		s.met.frameReceived(scanType(msg), len(msg))
-		if st.flood.refused(time.Now(), s.cfg.rateLimitGrace) {
-			return reasonFlood, true
-		}
-		c.out.offer(encodeError(&protoError{code: codeRateLimited, id: scanID(msg), message: "too many messages; slow down"}))
-		return closeReason{}, false
+		return s.refuseRate(c, msg)
 	}
 	cmd, perr := decode(msg)
 	if perr != nil {
-		kind := scanType(msg) // the error path only: a valid frame's kind is decode's
-		s.met.frameReceived(kind, len(msg))
-		if kind == cmdResume {
-			s.met.resumed(resumeInvalid)
-		}
-		c.out.offer(encodeError(perr))
-		return closeReason{}, false
+		s.refuseInvalid(c, msg, perr)
+		return false
 	}
 	s.met.frameReceived(cmd.kind, len(msg))
-	if cmd.kind == cmdResume {
-		if !s.resume(c, cmd, first) {
-			return reasonShutdown, true
+	switch cmd.kind {
+	case cmdResume:
+		if !s.resume(c, &cmd, first) {
+			st.reason = reasonShutdown
+			return true
 		}
-		return closeReason{}, false
-	}
-	if cmd.kind == cmdRefresh {
-		if !s.refreshToken(c, cmd) {
-			return reasonShutdown, true
+		return false
+	case cmdRefresh:
+		if !s.refreshToken(c, &cmd) {
+			st.reason = reasonShutdown
+			return true
 		}
-		return closeReason{}, false
+		return false
 	}
+	if !s.forward(c, &cmd) {
+		st.reason = reasonShutdown
+		return true
+	}
+	return false
+}
+
+// refuseRate answers a message over the rate limit, and reports whether the
+// conn ends, as a flooder.
+//
+//go:noinline
+func (s *server) refuseRate(c *conn, msg []byte) bool {
+	s.met.frameReceived(scanType(msg), len(msg))
+	if c.rd.flood.refused(time.Now(), s.cfg.rateLimitGrace) {
+		c.rd.reason = reasonFlood
+		return true
+	}
+	c.out.offer(encodeError(&protoError{code: codeRateLimited, id: scanID(msg), message: "too many messages; slow down"}))
+	return false
+}
+
+// refuseInvalid answers a message decode refused.
+//
+//go:noinline
+func (s *server) refuseInvalid(c *conn, msg []byte, perr *protoError) {
+	kind := scanType(msg) // the error path only: a valid frame's kind is decode's
+	s.met.frameReceived(kind, len(msg))
+	if kind == cmdResume {
+		s.met.resumed(resumeInvalid)
+	}
+	c.out.offer(encodeError(perr))
+}
+
+// forward hands the hub a command, with what can be encoded outside it, and
+// reports false once the hub has stopped.
+//
+//go:noinline
+func (s *server) forward(c *conn, cmd *command) bool {
 	var results []int
 	if cmd.kind == cmdRoll {
 		results = rollDice(cmd.dice)
 	}
-	if !s.hub.send(prepare(c, cmd, results)) {
-		return reasonShutdown, true
-	}
-	return closeReason{}, false
+	return s.hub.send(prepare(c, cmd, results))
 }
 
 // resume asks the hub to give c the session cmd names, and waits for the
@@ -133,7 +172,7 @@ func (s *server) serveMessage(c *conn, st *readState, typ websocket.MessageType,
 // reader's own field: the hub reads a conn's sid only when registering it).
 // A resume that is not the conn's first client frame is refused here. It
 // reports false once the hub has stopped.
-func (s *server) resume(c *conn, cmd command, first bool) bool {
+func (s *server) resume(c *conn, cmd *command, first bool) bool {
 	if !first {
 		s.met.resumed(resumeNotFirst)
 		c.out.offer(encodeError(&protoError{code: codeResumeFailed, id: cmd.id, reason: resumeNotFirst,
@@ -207,10 +246,10 @@ func (f *floodTracker) refused(now time.Time, grace time.Duration) bool {
 // prepare encodes, outside the hub, every frame a command can produce that
 // does not depend on the hub's state. results are a roll's dice results (nil
 // for other commands); the reader rolls them, tests choose them.
-func prepare(c *conn, cmd command, results []int) commandMsg {
-	m := commandMsg{c: c, sid: c.sid, cmd: cmd, results: results}
+func prepare(c *conn, cmd *command, results []int) *commandMsg {
+	m := &commandMsg{c: c, sid: c.sid, cmd: *cmd, results: results}
 	if cmd.id != "" && cmd.kind != cmdHeartbeat {
-		m.digest = actionDigest(cmd)
+		m.digest = actionDigest(m.cmd)
 	}
 	switch cmd.kind {
 	case cmdHeartbeat:
@@ -218,10 +257,10 @@ func prepare(c *conn, cmd command, results []int) commandMsg {
 	case cmdJoin:
 		m.others, m.note = encodePresence(cmd.game, c.sid, c.userID, "joined", ""), presenceNote{"joined", ""}
 	case cmdLeave:
-		m.self = encode("game_left", cmd.id, gameRef{GameID: cmd.game.String()})
+		m.self = encodeGameLeft(cmd.id, cmd.game)
 		m.others, m.note = encodePresence(cmd.game, c.sid, c.userID, "left", presenceLeft), presenceNote{"left", presenceLeft}
 	default:
-		m.others = encodeEvent(cmd, c.sid, c.userID, results)
+		m.others = encodeEvent(m.cmd, c.sid, c.userID, results)
 	}
 	return m
 }

@@ -37,7 +37,7 @@ func BenchmarkDashboardData(b *testing.B) {
 		if i%perGame == 0 {
 			game = uuid.New()
 		}
-		s.hub.send(prepare(c, command{kind: cmdJoin, game: game}, nil))
+		s.hub.send(prepare(c, &command{kind: cmdJoin, game: game}, nil))
 	}
 	if st, _ := s.hub.stats(noSeats); st.TotalSessions != sessions || st.ActiveGames != sessions/perGame {
 		b.Fatalf("set up %d sessions in %d games", st.TotalSessions, st.ActiveGames)

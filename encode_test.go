@@ -168,6 +168,48 @@ func TestEncodeEventBytes(t *testing.T) {
 	}
 }
 
+// TestReaderFramesBytes holds the frames the reader writes by hand to what
+// json.Marshal writes for them, on both of their paths.
+func TestReaderFramesBytes(t *testing.T) {
+	game := uuid.MustParse("{" + strings.ToUpper(protoGame) + "}")
+	east := time.FixedZone("UTC+5:30", 5*3600+1800)
+	times := []time.Time{
+		time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC),
+		time.Date(2024, 3, 1, 2, 15, 0, 0, east),
+		time.Date(2024, 12, 31, 23, 59, 59, 123456789, time.UTC),
+		time.Date(2024, 12, 31, 23, 59, 59, 120000000, time.UTC), // trailing zeros dropped
+	}
+	ids := []string{"", "h1", `a"b`, `c\d`, "<x>&", "é", "tab\t", "\u2028"}
+	for _, id := range ids {
+		for _, now := range times {
+			if got, want := encodeHeartbeatAck(id, now), encodeHeartbeatAckMarshal(id, now); !bytes.Equal(got, want) {
+				t.Errorf("heartbeat_ack %q at %v\n%s\njson.Marshal\n%s", id, now, got, want)
+			}
+		}
+		if got, want := encodeGameLeft(id, game), encodeGameLeftMarshal(id, game); !bytes.Equal(got, want) {
+			t.Errorf("game_left %q\n%s\njson.Marshal\n%s", id, got, want)
+		}
+	}
+	presences := []struct {
+		sid, status, reason string
+		userID              *int64
+	}{
+		{"S1", "joined", "", protoUser(42)},
+		{"S1", "joined", "", nil},
+		{"S1", "left", presenceLeft, protoUser(-9)},
+		{"S1", "left", presenceDisconnected, nil},
+		{`a"b<c`, "joined", "", nil},
+		{"S1", "left", "<&>", nil},
+		{"S1", "joined\u2028", "", nil},
+	}
+	for _, p := range presences {
+		if got, want := encodePresence(game, p.sid, p.userID, p.status, p.reason),
+			encodePresenceMarshal(game, p.sid, p.userID, p.status, p.reason); !bytes.Equal(got, want) {
+			t.Errorf("presence %+v\n%s\njson.Marshal\n%s", p, got, want)
+		}
+	}
+}
+
 // TestEncodeEventAllocatesOnce keeps a relayed decision's first serialisation
 // to the one buffer it is.
 func TestEncodeEventAllocatesOnce(t *testing.T) {

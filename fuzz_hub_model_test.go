@@ -257,7 +257,7 @@ func (m *fzHubModel) rivals(fc *fzConn, game uuid.UUID, now time.Time) []*fzConn
 }
 
 // command applies msg from fc at now.
-func (m *fzHubModel) command(fc *fzConn, msg commandMsg, now time.Time) {
+func (m *fzHubModel) command(fc *fzConn, msg *commandMsg, now time.Time) {
 	if !fc.live {
 		return // a reader that has not noticed its session ended: ignored
 	}

@@ -233,7 +233,7 @@ func (r *fzHubRun) command(op byte) {
 	if b&0x80 != 0 {
 		cmd.id = "i" + strconv.Itoa(r.step)
 	}
-	msg := commandMsg{c: fc.c, sid: fc.c.sid}
+	msg := &commandMsg{c: fc.c, sid: fc.c.sid}
 	switch op {
 	case 4:
 		cmd.kind = cmdJoin

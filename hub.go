@@ -243,8 +243,8 @@ func (h *hub) run() {
 // handle applies one message and reports whether the hub goes on. Runs on the hub goroutine.
 func (h *hub) handle(m hubMsg) bool {
 	switch m := m.(type) {
-	case commandMsg:
-		h.command(m)
+	case *commandMsg:
+		h.command(*m)
 	case registerMsg:
 		s, now := newSession(m.c), time.Now()
 		ok := h.idx.add(s, now)

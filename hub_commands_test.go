@@ -164,7 +164,7 @@ func TestHubNotInGame(t *testing.T) {
 				hubTell(t, h, joinCmd(a, hubGame2, ""), joinCmd(b, hubGame, ""))
 				takeQueued(t, a)
 				takeQueued(t, b)
-				cmd := func(game uuid.UUID, id string) commandMsg {
+				cmd := func(game uuid.UUID, id string) *commandMsg {
 					if k.kind == cmdLeave {
 						return leaveCmd(a, game, id)
 					}
@@ -206,7 +206,7 @@ func TestHubRelayOrder(t *testing.T) {
 		}
 
 		kinds := []cmdKind{cmdDefensive, cmdOffensive, cmdRoll}
-		sent := make([][]commandMsg, len(senders))
+		sent := make([][]*commandMsg, len(senders))
 		for i, s := range senders {
 			for n := range perSender {
 				sent[i] = append(sent[i], actionCmd(s, kinds[n%len(kinds)], hubGame, fmt.Sprint("m", n), n))

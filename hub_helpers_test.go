@@ -116,28 +116,28 @@ func sameGameCounts(a, b map[string]int) bool {
 
 // hubCmd builds the commandMsg the reader sends for cmd. Rolls carry the
 // given results so that tests can tell one roll from another.
-func hubCmd(c *conn, cmd command, results []int) commandMsg {
-	return prepare(c, cmd, results)
+func hubCmd(c *conn, cmd command, results []int) *commandMsg {
+	return prepare(c, &cmd, results)
 }
 
 // heartbeatCmd is c's heartbeat.
-func heartbeatCmd(c *conn, id string) commandMsg {
+func heartbeatCmd(c *conn, id string) *commandMsg {
 	return hubCmd(c, command{kind: cmdHeartbeat, id: id}, nil)
 }
 
 // joinCmd is c's join_game.
-func joinCmd(c *conn, game uuid.UUID, id string) commandMsg {
+func joinCmd(c *conn, game uuid.UUID, id string) *commandMsg {
 	return hubCmd(c, command{kind: cmdJoin, id: id, game: game}, nil)
 }
 
 // leaveCmd is c's leave_game.
-func leaveCmd(c *conn, game uuid.UUID, id string) commandMsg {
+func leaveCmd(c *conn, game uuid.UUID, id string) *commandMsg {
 	return hubCmd(c, command{kind: cmdLeave, id: id, game: game}, nil)
 }
 
 // actionCmd is one of c's game actions (a decision or a roll) carrying n, so
 // that every relayed frame is distinct.
-func actionCmd(c *conn, kind cmdKind, game uuid.UUID, id string, n int) commandMsg {
+func actionCmd(c *conn, kind cmdKind, game uuid.UUID, id string, n int) *commandMsg {
 	cmd := command{kind: kind, id: id, game: game}
 	if kind == cmdRoll {
 		cmd.dice = []int{100}

@@ -135,7 +135,7 @@ func (m *propModel) dropSlow() {
 }
 
 // command applies one client command from a live conn at now.
-func (m *propModel) command(pc *propConn, msg commandMsg, now time.Time) {
+func (m *propModel) command(pc *propConn, msg *commandMsg, now time.Time) {
 	if m.live[pc.c.sid] != pc {
 		m.count["stale command"]++
 		return
@@ -393,7 +393,7 @@ func (p *hubProp) command(pc *propConn, kind cmdKind) {
 	if p.r.IntN(2) == 0 {
 		cmd.id = fmt.Sprint("id", p.m.step)
 	}
-	var msg commandMsg
+	var msg *commandMsg
 	switch kind {
 	case cmdHeartbeat, cmdJoin, cmdLeave:
 		msg = hubCmd(pc.c, cmd, nil)

@@ -352,7 +352,7 @@ func (r *rpProp) command(s *rpSession) {
 	if id != "" {
 		s.lastSent = cmd
 	}
-	var msg commandMsg
+	var msg *commandMsg
 	switch kind {
 	case cmdJoin, cmdLeave:
 		msg = hubCmd(s.conn, cmd, nil)

@@ -124,9 +124,9 @@ func fillGames(bh *benchHub, perGame int) {
 		if i%perGame == 0 {
 			game = uuid.New()
 		}
-		bh.h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
+		bh.h.handle(prepare(c, &command{kind: cmdJoin, game: game}, nil))
 		if i%97 == 0 {
-			bh.h.handle(prepare(c, command{kind: cmdJoin, game: uuid.UUID{byte(i % 7)}}, nil))
+			bh.h.handle(prepare(c, &command{kind: cmdJoin, game: uuid.UUID{byte(i % 7)}}, nil))
 		}
 	}
 	bh.drain(bh.conns)

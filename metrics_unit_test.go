@@ -148,7 +148,7 @@ func TestScrapeAsksTheHubOnce(t *testing.T) {
 	if !h.register(c) {
 		t.Fatal("register refused")
 	}
-	h.send(prepare(c, command{kind: cmdJoin, game: uuid.New()}, nil))
+	h.send(prepare(c, &command{kind: cmdJoin, game: uuid.New()}, nil))
 	m := newMetrics()
 	var asked atomic.Int32
 	m.watch(func() (hubCounts, bool) { asked.Add(1); return h.askCounts() }, func() bool { return false }, nil)
@@ -185,15 +185,15 @@ func TestHistoryBytesFollowTheRings(t *testing.T) {
 	game := uuid.New()
 	c := &conn{sid: "s1", out: newSendQueue(64, testQueueBytes), quit: make(chan struct{})}
 	h.handle(registerMsg{c: c, reply: make(chan bool, 1)})
-	h.handle(prepare(c, command{kind: cmdJoin, game: game}, nil))
+	h.handle(prepare(c, &command{kind: cmdJoin, game: game}, nil))
 	for i := range 5 {
-		h.handle(prepare(c, command{kind: cmdDefensive, game: game, decision: []byte(`{"n":` + strings.Repeat("1", i+1) + `}`)}, nil))
+		h.handle(prepare(c, &command{kind: cmdDefensive, game: game, decision: []byte(`{"n":` + strings.Repeat("1", i+1) + `}`)}, nil))
 		checkIndex(t, h.idx)
 		if log := h.idx.logs[game]; h.idx.historyHeld != log.bytes || log.n != min(i+2, 3) {
 			t.Fatalf("after event %d: held %d, the game's ring %d bytes in %d events", i, h.idx.historyHeld, log.bytes, log.n)
 		}
 	}
-	h.handle(prepare(c, command{kind: cmdLeave, game: game}, nil))
+	h.handle(prepare(c, &command{kind: cmdLeave, game: game}, nil))
 	if h.idx.historyHeld != 0 {
 		t.Fatalf("no game left, %d bytes of history counted", h.idx.historyHeld)
 	}

@@ -209,16 +209,16 @@ func TestHubExpiryTiming(t *testing.T) {
 func TestHubActivityResetsClock(t *testing.T) {
 	acts := []struct {
 		name  string
-		cmd   func(*conn) commandMsg
+		cmd   func(*conn) *commandMsg
 		reply string
 	}{
-		{"heartbeat", func(c *conn) commandMsg { return heartbeatCmd(c, "hb") }, "heartbeat_ack"},
-		{"join_game", func(c *conn) commandMsg { return joinCmd(c, hubGame2, "") }, "game_joined"},
-		{"join_game again", func(c *conn) commandMsg { return joinCmd(c, hubGame, "") }, "game_joined"},
-		{"leave_game", func(c *conn) commandMsg { return leaveCmd(c, hubGame, "") }, "game_left"},
-		{"roll_dice", func(c *conn) commandMsg { return actionCmd(c, cmdRoll, hubGame, "", 1) }, "dice_rolled"},
-		{"submit_offensive_decision", func(c *conn) commandMsg { return actionCmd(c, cmdOffensive, hubGame, "", 1) }, "offensive_decision"},
-		{"roll_dice in a game not joined", func(c *conn) commandMsg { return actionCmd(c, cmdRoll, hubGame3, "", 1) }, "error"},
+		{"heartbeat", func(c *conn) *commandMsg { return heartbeatCmd(c, "hb") }, "heartbeat_ack"},
+		{"join_game", func(c *conn) *commandMsg { return joinCmd(c, hubGame2, "") }, "game_joined"},
+		{"join_game again", func(c *conn) *commandMsg { return joinCmd(c, hubGame, "") }, "game_joined"},
+		{"leave_game", func(c *conn) *commandMsg { return leaveCmd(c, hubGame, "") }, "game_left"},
+		{"roll_dice", func(c *conn) *commandMsg { return actionCmd(c, cmdRoll, hubGame, "", 1) }, "dice_rolled"},
+		{"submit_offensive_decision", func(c *conn) *commandMsg { return actionCmd(c, cmdOffensive, hubGame, "", 1) }, "offensive_decision"},
+		{"roll_dice in a game not joined", func(c *conn) *commandMsg { return actionCmd(c, cmdRoll, hubGame3, "", 1) }, "error"},
 	}
 	for _, act := range acts {
 		t.Run(act.name, func(t *testing.T) {

@@ -133,7 +133,7 @@ func (s *server) checkRefresh(token string, user *int64) (int64, string) {
 // refreshToken answers a refresh_token: a refused token is told at once and
 // changes nothing; a valid one goes to the hub, verified, for the session to
 // take up. It reports false once the hub has stopped. Runs on the reader.
-func (s *server) refreshToken(c *conn, cmd command) bool {
+func (s *server) refreshToken(c *conn, cmd *command) bool {
 	exp, reason := s.checkRefresh(cmd.token, c.userID)
 	if reason == "" {
 		s.met.refreshed(refreshOK) // verified here: the hub takes it up unless the conn is ending
