@@ -33,8 +33,10 @@ import (
 // the conn's, and results go there rather than back up the frames), and the
 // frames a player's usual messages need are kept small and written without
 // json.Marshal's reflection, with some 600 bytes to spare
-// (TestMessagesKeepStacks). The other messages (resume, refresh_token, and
-// whatever is refused) may grow a reader to 8 KiB, which then stays.
+// (TestMessagesKeepStacks). What needs encoding/json (a resume, a
+// refresh_token, a malformed frame) is served aside (serveAside). Only
+// refusals decided on the reader (over the rate limit, bad dice) are encoded
+// there by json.Marshal, and may grow that client's reader.
 func (s *server) readLoop(c *conn) {
 	c.rd = readState{limiter: rate.NewLimiter(rate.Limit(s.cfg.RateLimit), s.cfg.RateBurst), first: true}
 	for {
@@ -85,8 +87,9 @@ type readState struct {
 // conn ends (why is c.rd.reason). It is a function of its own, not inlined,
 // so that its locals are on the reader's stack only while a message is
 // handled, and the refusals and the commands that wait for the hub are
-// steps of their own, so that the message every client sends most fits the
-// stack an idle reader has (TestMessagesKeepStacks).
+// steps of their own, so that the messages clients send most fit the stack
+// an idle reader has (TestMessagesKeepStacks). What decodeFast does not
+// decode is served aside.
 //
 //go:noinline
 func (s *server) serveMessage(c *conn, typ websocket.MessageType, msg []byte) bool {
@@ -102,31 +105,57 @@ func (s *server) serveMessage(c *conn, typ websocket.MessageType, msg []byte) bo
 	if !st.limiter.Allow() {
 		return s.refuseRate(c, msg)
 	}
-	cmd, perr := decode(msg)
-	if perr != nil {
+	cmd, perr, ok := decodeFast(msg)
+	switch {
+	case !ok:
+		return s.serveAside(c, msg, first)
+	case perr != nil:
 		s.refuseInvalid(c, msg, perr)
 		return false
 	}
-	s.met.frameReceived(cmd.kind, len(msg))
+	return s.serveCommand(c, &cmd, len(msg), first)
+}
+
+// serveAside serves a message decodeFast left to decodeStrict (a resume, a
+// refresh_token, anything refused) on a goroutine of its own, which the
+// reader waits for. encoding/json's reflection and a token's verification
+// need more stack than the 4 KiB an idle reader waits on, and a stack grown
+// once is kept: one resume made a reader 8 KiB for the connection's life,
+// and after a restart every connection is a resumed one. A message a
+// client sends a few times in a connection's life can afford a goroutine.
+//
+//go:noinline
+func (s *server) serveAside(c *conn, msg []byte, first bool) bool {
+	end := make(chan bool, 1)
+	go func() {
+		cmd, perr := decodeStrict(msg)
+		if perr != nil {
+			s.refuseInvalid(c, msg, perr)
+			end <- false
+			return
+		}
+		end <- s.serveCommand(c, &cmd, len(msg), first)
+	}()
+	return <-end
+}
+
+// serveCommand serves a decoded command of size bytes, and reports whether
+// the conn ends (why is c.rd.reason).
+func (s *server) serveCommand(c *conn, cmd *command, size int, first bool) bool {
+	s.met.frameReceived(cmd.kind, size)
+	var ok bool
 	switch cmd.kind {
 	case cmdResume:
-		if !s.resume(c, &cmd, first) {
-			st.reason = reasonShutdown
-			return true
-		}
-		return false
+		ok = s.resume(c, cmd, first)
 	case cmdRefresh:
-		if !s.refreshToken(c, &cmd) {
-			st.reason = reasonShutdown
-			return true
-		}
-		return false
+		ok = s.refreshToken(c, cmd)
+	default:
+		ok = s.forward(c, cmd)
 	}
-	if !s.forward(c, &cmd) {
-		st.reason = reasonShutdown
-		return true
+	if !ok {
+		c.rd.reason = reasonShutdown // the hub has stopped
 	}
-	return false
+	return !ok
 }
 
 // refuseRate answers a message over the rate limit, and reports whether the

@@ -53,11 +53,12 @@ func TestPingRoundsKeepStacks(t *testing.T) {
 }
 
 // TestMessagesKeepStacks checks that serving the messages a player sends
-// most leaves connections' stacks as a ping round left them. The reader
-// serves each message on the stack it waits on; a heartbeat encoded by
-// json.Marshal (as before 2026-12-02) doubled every reader that had sent one
-// to 8 KiB for good: a collection does not shrink a stack whose waiting
-// reader uses a quarter of it.
+// leaves connections' stacks as a ping round left them. The reader serves
+// the usual ones on the stack it waits on, and the rest aside; a heartbeat
+// encoded by json.Marshal, or a resume decoded by it on the reader (as
+// before f1e1cfb and the commit after it), doubled every reader that had
+// sent one to 8 KiB for good: a collection does not shrink a stack whose
+// waiting reader uses a quarter of it.
 func TestMessagesKeepStacks(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector changes stack frames")
@@ -77,13 +78,17 @@ func TestMessagesKeepStacks(t *testing.T) {
 	}
 	before := stackInuse()
 	// Each conn in a game of its own, so that every message has one answer,
-	// to its sender.
+	// to its sender (the refused ones an error).
 	messages := []string{
+		// A resume first, as the contract wants, refused: no such session.
+		`{"type":"resume","id":"s","data":{"resume_token":"AAAAAAAAAAAAAAAAAAAAAAAAAA","games":{}}}`,
 		`{"type":"heartbeat","id":"h"}`,
 		`{"type":"join_game","id":"j","data":{"game_id":"GAME"}}`,
 		`{"type":"submit_defensive_decision","id":"d","data":{"game_id":"GAME","decision":{"shift":"in"}}}`,
 		`{"type":"roll_dice","id":"r","data":{"game_id":"GAME","dice":[6,20]}}`,
 		`{"type":"leave_game","id":"l","data":{"game_id":"GAME"}}`,
+		`{"type":"refresh_token","id":"t","data":{"token":"not.a.jwt"}}`,
+		`{"type":"no_such_type","id":"n"}`,
 	}
 	for _, c := range clients {
 		game := uuid.NewString()
