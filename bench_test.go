@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -548,3 +549,81 @@ func (c *pongClient) close() {
 	<-c.done
 }
 
+// BenchmarkHandshake measures one connect, from the client's dial to its
+// session frame, on a real socket: the upgrade on net/http's goroutine, the
+// hub's registration, the session frame, and the conn's two goroutines
+// started. B/op is what a connect allocates, client included (a dial and a
+// fixed buffer); what the conn does not keep is garbage, and a connect
+// rate pays for its garbage in collections. Conns are closed in batches
+// off the clock, and their ends awaited, so that no teardown is timed.
+func BenchmarkHandshake(b *testing.B) {
+	const batch = 256
+	cfg := testConfig(b)
+	cfg.ResumeWindow = 0 // a closed conn's session is not held: the batches would pile up
+	s := startServer(b, cfg)
+	addr := s.ts.Listener.Addr().String()
+	req := []byte("GET /ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	buf := make([]byte, 4096)
+	open := make([]net.Conn, 0, batch)
+	closeAll := func() {
+		for _, nc := range open {
+			_ = nc.Close()
+		}
+		open = open[:0]
+		s.handlers.Wait() // every conn's reader and writer have ended
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := nc.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if err := readSessionFrame(nc, buf); err != nil {
+			b.Fatal(err)
+		}
+		open = append(open, nc)
+		if len(open) == batch {
+			b.StopTimer()
+			closeAll()
+			b.StartTimer()
+		}
+	}
+	b.StopTimer()
+	closeAll()
+}
+
+// readSessionFrame reads a 101 response and the text frame behind it into
+// buf, which holds both.
+func readSessionFrame(nc net.Conn, buf []byte) error {
+	n := 0
+	for {
+		m, err := nc.Read(buf[n:])
+		if err != nil {
+			return err
+		}
+		n += m
+		head := bytes.Index(buf[:n], []byte("\r\n\r\n"))
+		if head < 0 || n < head+4+2 {
+			continue
+		}
+		if !bytes.HasPrefix(buf, []byte("HTTP/1.1 101 ")) {
+			return fmt.Errorf("handshake answered %q", buf[:n])
+		}
+		f := buf[head+4 : n]
+		size, hdr := int(f[1]&0x7f), 2
+		if size == 126 {
+			if len(f) < 4 {
+				continue
+			}
+			size, hdr = int(binary.BigEndian.Uint16(f[2:4])), 4
+		}
+		if len(f) >= hdr+size {
+			return nil
+		}
+	}
+}

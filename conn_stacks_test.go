@@ -55,10 +55,10 @@ func TestPingRoundsKeepStacks(t *testing.T) {
 // TestMessagesKeepStacks checks that serving the messages a player sends
 // leaves connections' stacks as a ping round left them. The reader serves
 // the usual ones on the stack it waits on, and the rest aside; a heartbeat
-// encoded by json.Marshal, or a resume decoded by it on the reader (as
-// before f1e1cfb and the commit after it), doubled every reader that had
-// sent one to 8 KiB for good: a collection does not shrink a stack whose
-// waiting reader uses a quarter of it.
+// encoded by json.Marshal, or a resume decoded by it on the reader (before
+// f1e1cfb and e9cf30a), doubled every reader that had sent one to 8 KiB for
+// good: a collection does not shrink a stack whose waiting reader uses a
+// quarter of it.
 func TestMessagesKeepStacks(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector changes stack frames")

@@ -35,6 +35,7 @@ var idleFigures = []figure{
 	{"ping_rounds", "ping rounds every connection has had by the end of the hold", ""},
 	{"rss_after_hold_mib", "server RSS at end of hold (MiB)", ""},
 	{"rss_held_per_conn_kib", "server RSS per connection at end of hold (KiB)", "lower"},
+	{"rss_heartbeat_per_conn_kib", "server RSS per connection once each answered a heartbeat (KiB)", "lower"},
 }
 
 // idleClient is one held connection. Its reader answers pings (coder/websocket
@@ -198,6 +199,11 @@ wait:
 		}
 	}
 	m.set("survived", float64(survived))
+	// What one message served leaves behind: a reader that grows its stack
+	// to serve a heartbeat keeps it, and every real client sends some.
+	if rssHB, err := rss(p.pid); err == nil && survived > 0 {
+		m.set("rss_heartbeat_per_conn_kib", float64(rssHB-rss0)/float64(ok)/1024)
+	}
 	m.notes = append(m.notes, hbFails.report("heartbeats could not be sent")...)
 	if survived < ok {
 		m.notef("%d of %d connections did not survive the hold (%d closed during it)", ok-survived, ok, ok-open)
