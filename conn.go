@@ -261,10 +261,7 @@ func (s *server) endConn(c *conn) {
 }
 
 // logEnd writes the one line a conn's end gets: reason is what its games heard
-// (empty for a takeover, which they do not hear), close the goodbye's word. Apart from serveConn, whose
-// frame stays on an idle connection's stack, and not inlined into it.
-//
-//go:noinline
+// (empty for a takeover, which they do not hear), close the goodbye's word.
 func (s *server) logEnd(c *conn) {
 	s.log.Info().Str("sid", c.sid).Any("user_id", c.userID).Str("remote", c.remote).
 		Str("reason", c.reason.presence).Int("code", int(c.reason.code)).Str("close", c.reason.word).
