@@ -197,6 +197,20 @@ func encodeGameLeftMarshal(id string, game uuid.UUID) []byte {
 	return encode("game_left", id, gameRef{GameID: game.String()})
 }
 
+// appendMember appends what presence and game events share: the game id's
+// text and closing quote (the caller wrote the opening one), then the sid
+// and user_id members (null for none). sid is plain.
+func appendMember(b []byte, game uuid.UUID, sid string, userID *int64) []byte {
+	b = appendUUID(b, game)
+	b = append(b, `","sid":"`...)
+	b = append(b, sid...)
+	b = append(b, `","user_id":`...)
+	if userID == nil {
+		return append(b, "null"...)
+	}
+	return strconv.AppendInt(b, *userID, 10)
+}
+
 // appendIDMember appends a frame's "id" member and its comma; none for no id
 // (omitempty). id is plain.
 func appendIDMember(b []byte, id string) []byte {
@@ -216,15 +230,7 @@ func encodePresence(game uuid.UUID, sid string, userID *int64, status, reason st
 	b := make([]byte, 0, len(`{"type":"presence","data":{"game_id":"","sid":"","user_id":,"status":"","reason":""}}`)+
 		36+len(sid)+20+len(status)+len(reason))
 	b = append(b, `{"type":"presence","data":{"game_id":"`...)
-	b = appendUUID(b, game)
-	b = append(b, `","sid":"`...)
-	b = append(b, sid...)
-	b = append(b, `","user_id":`...)
-	if userID == nil {
-		b = append(b, "null"...)
-	} else {
-		b = strconv.AppendInt(b, *userID, 10)
-	}
+	b = appendMember(b, game, sid, userID)
 	b = append(b, `,"status":"`...)
 	b = append(b, status...)
 	if reason != "" {
@@ -293,15 +299,7 @@ func encodeEvent(cmd command, sid string, userID *int64, results []int) []byte {
 	b = append(b, `{"type":"`...)
 	b = append(b, typ...)
 	b = append(b, `","data":{"game_id":"`...)
-	b = appendUUID(b, cmd.game)
-	b = append(b, `","sid":"`...)
-	b = append(b, sid...)
-	b = append(b, `","user_id":`...)
-	if userID == nil {
-		b = append(b, "null"...)
-	} else {
-		b = strconv.AppendInt(b, *userID, 10)
-	}
+	b = appendMember(b, cmd.game, sid, userID)
 	if cmd.kind == cmdRoll {
 		b = append(b, `,"dice":`...)
 		b = appendInts(b, cmd.dice)
