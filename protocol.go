@@ -101,15 +101,10 @@ type gameData struct {
 	Dice     diceField       `json:"dice"`
 }
 
-// decode turns one text message into a command, or into the protoError the
-// client must be told about. It is a pure function so it can be fuzzed and
-// run in the reader goroutine, keeping JSON work out of the hub.
-func decode(msg []byte) (command, *protoError) {
-	if cmd, perr, ok := decodeFast(msg); ok {
-		return cmd, perr
-	}
-	return decodeStrict(msg)
-}
+// A text message decodes to a command, or to the protoError the client must
+// be told about, by decodeFast and, for what it leaves, decodeStrict: pure
+// functions, so they can be fuzzed and run by the reader, keeping JSON work
+// out of the hub. serveMessage runs the two apart, the strict one aside.
 
 // decodeFast decodes a frame in one pass when it is entirely valid and plain,
 // and reports false at the first doubt, leaving the precise diagnosis to

@@ -28,6 +28,15 @@ const protoMaxMessage = 200
 
 // protoMsg builds a client frame for a game command; id "" leaves the id out and
 // data is the raw JSON of the data field ("" leaves it out).
+// decode is the reader's decoding of one text message as serveMessage runs
+// it: decodeFast, then decodeStrict for what the fast path leaves.
+func decode(msg []byte) (command, *protoError) {
+	if cmd, perr, ok := decodeFast(msg); ok {
+		return cmd, perr
+	}
+	return decodeStrict(msg)
+}
+
 func protoMsg(typ, id, data string) string {
 	var b strings.Builder
 	b.WriteString(`{"type":` + strconv.Quote(typ))
