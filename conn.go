@@ -299,7 +299,8 @@ type hijackRecorder struct {
 
 // The library reads and writes through buffers it keeps for the conn's
 // life. net/http's are 4 KiB each, half of what an idle connection costs
-// beside its two stacks. These hold any message a client sends in one read
+// beside its two stacks (and, dropped at the hijack, garbage that every
+// connect made: front reads handshakes with the session's own reader). These hold any message a client sends in one read
 // (a decision is a few hundred bytes), and any frame the server sends but a
 // large game_joined or resumed in one write: a larger frame costs a second
 // write syscall, at any buffer size.
@@ -333,5 +334,11 @@ func (h *hijackRecorder) keep(nc net.Conn, brw *bufio.ReadWriter) (net.Conn, *bu
 		b, _ := brw.Reader.Peek(n)
 		h.conn.pending = bytes.Clone(b)
 	}
-	return h.conn, bufio.NewReadWriter(bufio.NewReaderSize(h.conn, readBufferSize), bufio.NewWriterSize(h.conn, writeBufferSize)), nil
+	br := brw.Reader
+	if br.Size() == readBufferSize { // front's, which read the request: the session reads with it from now on
+		br.Reset(h.conn)
+	} else { // net/http's (a kept-alive connection's upgrade, or the tests' servers)
+		br = bufio.NewReaderSize(h.conn, readBufferSize)
+	}
+	return h.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(h.conn, writeBufferSize)), nil
 }

@@ -58,7 +58,12 @@ type testServer struct {
 func startServer(t testing.TB, cfg config) *testServer {
 	t.Helper()
 	s := newServer(cfg, zerolog.New(io.Discard))
-	ts := httptest.NewServer(s.routes())
+	// Served as run() serves, through front, which reads every handshake
+	// that is a connection's first request; with httptest's header limit, not
+	// run()'s, so that the handler's own refusals of huge requests are seen.
+	ts := httptest.NewUnstartedServer(s.routes())
+	ts.Listener = newFront(ts.Listener, s, newPlainConns(0), cfg.HTTPTimeout, http.DefaultMaxHeaderBytes)
+	ts.Start()
 	t.Cleanup(func() {
 		if err := s.shutdown(cfg.ShutdownTimeout, func(context.Context) error { ts.Close(); return nil }); err != nil {
 			t.Errorf("shutdown: %v", err)

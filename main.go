@@ -455,6 +455,10 @@ func (s *server) stopConns(deadline time.Time, stopHTTP func(context.Context) er
 	}
 }
 
+// maxHeaderBytes bounds a request's line and headers, for net/http and for
+// the handshakes front reads itself.
+const maxHeaderBytes = 64 << 10
+
 // run serves until ctx ends, then shuts down gracefully. onListen, when set,
 // learns the address actually bound (LISTEN_ADDR may ask for port 0).
 func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.Addr)) error {
@@ -481,12 +485,12 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, onListen func(net.
 		ReadTimeout:       cfg.HTTPTimeout,
 		WriteTimeout:      cfg.HTTPTimeout,
 		IdleTimeout:       cfg.HTTPIdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          httpErrorLog(log),
 		ConnState:         plain.track,
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(newFront(ln, s, plain, cfg.HTTPTimeout, maxHeaderBytes)) }()
 	// Logged at no level, so every LOG_LEVEL but disabled shows where to connect.
 	log.Log().Str("addr", ln.Addr().String()).Dur("ping_interval", cfg.PingInterval).
 		Dur("session_timeout", cfg.SessionTimeout).Int("max_sessions", limit.sessions).
