@@ -171,6 +171,16 @@ func (f *front) serve(c net.Conn) {
 		f.refuse(c, status)
 		return
 	}
+	// What net/http's server checks beyond parsing (ReadRequest refuses two
+	// Hosts itself): an HTTP/1 request, and one with a Host from 1.1 on.
+	switch {
+	case r.ProtoMajor != 1:
+		f.refuse(c, http.StatusHTTPVersionNotSupported)
+		return
+	case r.Host == "" && r.ProtoAtLeast(1, 1):
+		f.refuse(c, http.StatusBadRequest)
+		return
+	}
 	f.plain.track(c, http.StateActive) // in a request: never cut to make room
 	r.RemoteAddr = c.RemoteAddr().String()
 	w := &frontResponse{c: c, br: br, header: make(http.Header), timeout: f.timeout}

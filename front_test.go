@@ -199,6 +199,9 @@ func TestFrontRefusals(t *testing.T) {
 		want          int
 	}{
 		{"a malformed header line", "GET /ws HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", http.StatusBadRequest},
+		{"no Host", strings.Replace(upgradeRequest(addr), "Host: "+addr+"\r\n", "", 1), http.StatusBadRequest},
+		{"two Hosts", strings.Replace(upgradeRequest(addr), "Host: ", "Host: a\r\nHost: ", 1), http.StatusBadRequest},
+		{"HTTP/2 by name", strings.Replace(upgradeRequest(addr), "HTTP/1.1", "HTTP/2.0", 1), http.StatusHTTPVersionNotSupported},
 		{"a bad token", strings.Replace(upgradeRequest(addr), "/ws", "/ws?token=bad", 1), http.StatusUnauthorized},
 	} {
 		t.Run(row.name, func(t *testing.T) {
@@ -267,7 +270,7 @@ func TestFrontCloseEndsWhatItReads(t *testing.T) {
 }
 
 // TestFrontCountsWhatItReadsAsPlain checks that a connection front is still
-// reading counts against MAX_PLAIN_HTTP's limit and is cut to make room once
+// reading counts against the plain-HTTP reserve (httpconns.go) and is cut to make room once
 // it has waited plainGrace, as one net/http holds is: otherwise connections
 // that send nothing would take the descriptors kept for the probes.
 func TestFrontCountsWhatItReadsAsPlain(t *testing.T) {
