@@ -126,7 +126,7 @@ func (f *front) acceptLoop() {
 		delay = 0
 		f.mu.Lock()
 		select {
-		case <-f.done: // Close has swept reading already
+		case <-f.done: // Close sweeps reading once done is closed: this one could be missed
 			f.mu.Unlock()
 			_ = c.Close()
 			continue
@@ -259,6 +259,17 @@ func (l *headerLimit) Read(p []byte) (int, error) {
 type readConn struct {
 	net.Conn
 	read []byte
+}
+
+// CloseWrite is the socket's: net/http shuts a connection's write side
+// before closing one whose request it did not read whole, so that a client
+// reads its answer before the reset that unread bytes cause (BSD stacks
+// drop the answer on a reset; Linux's keep it).
+func (c *readConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 func (c *readConn) Read(p []byte) (int, error) {

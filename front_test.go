@@ -226,6 +226,20 @@ func TestFrontRefusals(t *testing.T) {
 	}
 }
 
+// TestFrontReadsLongRequests checks that a handshake longer than front's
+// 1 KiB reader (a browser's cookies) is read whole and upgraded.
+func TestFrontReadsLongRequests(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	addr := s.ts.Listener.Addr().String()
+	nc := rawDial(t, addr)
+	request := strings.Replace(upgradeRequest(addr), "\r\n\r\n", "\r\nCookie: a="+strings.Repeat("c", 6000)+
+		"\r\nX-Other: "+strings.Repeat("o", 3000)+"\r\n\r\n", 1)
+	if _, err := io.WriteString(nc, request); err != nil {
+		t.Fatal(err)
+	}
+	expectUpgrade(t, bufio.NewReader(nc))
+}
+
 // TestFrontCloseEndsWhatItReads checks that closing front (net/http's
 // Shutdown closes its listener) ends at once the connections whose request
 // it is still reading, as Shutdown closes net/http's idle ones, instead of
