@@ -117,6 +117,19 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	return c
 }
 
+// frozenSession opens a WebSocket session on addr and then reads nothing: at
+// shutdown the node's close handshake with it waits until PING_TIMEOUT cuts
+// it, and the node drains for that long.
+func frozenSession(t *testing.T, addr string) {
+	t.Helper()
+	c := dialRaw(t, addr)
+	resp, err := tryRequest(c, "GET /ws HTTP/1.1\r\nHost: "+addr+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("a session on the node to be drained: %v %v", resp, err)
+	}
+}
+
 // tryRequest writes req, a whole HTTP/1.1 request, on c and reads the response.
 func tryRequest(c net.Conn, req string) (*http.Response, error) {
 	_ = c.SetDeadline(time.Now().Add(within))
