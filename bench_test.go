@@ -550,7 +550,7 @@ func (c *pongClient) close() {
 }
 
 // BenchmarkHandshake measures one connect, from the client's dial to its
-// session frame, on a real socket: the upgrade on net/http's goroutine, the
+// session frame, on a real socket: the upgrade read by front, the
 // hub's registration, the session frame, and the conn's two goroutines
 // started. B/op is what a connect allocates, client included (a dial and a
 // fixed buffer); what the conn does not keep is garbage, and a connect

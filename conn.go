@@ -94,12 +94,13 @@ func (c *conn) queue(frame []byte) {
 
 // serveWS is the /ws handler: it checks the handshake, accepts, registers the
 // session with the hub, and hands the conn to serveConn on a goroutine of its
-// own. Returning right away lets net/http drop everything it kept for the
+// own. Returning right away lets front or net/http drop everything it kept for the
 // request (its goroutine's deep stack, the request and response), which an
 // idle connection would otherwise carry for its whole life.
 func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
-	// Counted before Accept, so once the HTTP server's Shutdown returns no
-	// conn can appear that shutdown would miss.
+	// Counted before Accept, so once the HTTP server's Shutdown returns (and
+	// with it front's Close, which waits for its handshakes) no conn can
+	// appear that shutdown would miss.
 	s.handlers.Add(1)
 	defer s.handlers.Done()
 	if s.draining.Load() {
@@ -135,7 +136,7 @@ func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 // accept upgrades the request, sends the session frame and registers the
 // session, which its token's exp (0 for none) governs. The upgrade and the
 // greeting are steps of their own, not inlined here, because the handshake
-// runs on net/http's goroutine at the depth of its request handling: with
+// runs at the depth of request handling (front's, or net/http's): with
 // this frame's locals under the library's hijack, net/http's header write at
 // the bottom of it grew every handshake's stack from 8 to 16 KiB, a copy of
 // the whole stack per connect.

@@ -26,7 +26,10 @@ import (
 // collection. Read here, a handshake costs the 1 KiB reader the session then
 // keeps, and the request.
 //
-// A connection is net/http's own from the moment it is passed on: only the
+// A connection passed on is counted and timed by net/http from then on, as
+// if it had just arrived: its first request's bytes may take up to
+// HTTP_TIMEOUT here, and as long again there. A connection is net/http's own
+// from the moment it is passed on: only the
 // first request of a connection is read here, so an upgrade that follows a
 // plain request on a kept-alive connection is served by net/http's route to
 // serveWS, as any request is.
@@ -163,22 +166,27 @@ func (f *front) serve(c net.Conn) {
 	}
 	r, err := http.ReadRequest(br)
 	f.done1(c)
-	if err != nil {
-		status := http.StatusBadRequest
-		if lr.n <= 0 {
-			status = http.StatusRequestHeaderFieldsTooLarge
-		}
-		f.refuse(c, status)
+	switch {
+	case err == nil:
+	case lr.n <= 0:
+		f.refuse(c, http.StatusRequestHeaderFieldsTooLarge, true)
+		return
+	case quietReadError(err): // gone, or too slow: net/http answers these with nothing
+		_ = c.Close()
+		f.plain.track(c, http.StateClosed)
+		return
+	default:
+		f.refuse(c, http.StatusBadRequest, true)
 		return
 	}
 	// What net/http's server checks beyond parsing (ReadRequest refuses two
 	// Hosts itself): an HTTP/1 request, and one with a Host from 1.1 on.
 	switch {
 	case r.ProtoMajor != 1:
-		f.refuse(c, http.StatusHTTPVersionNotSupported)
+		f.refuse(c, http.StatusHTTPVersionNotSupported, false)
 		return
 	case r.Host == "" && r.ProtoAtLeast(1, 1):
-		f.refuse(c, http.StatusBadRequest)
+		f.refuse(c, http.StatusBadRequest, false)
 		return
 	}
 	f.plain.track(c, http.StateActive) // in a request: never cut to make room
@@ -189,19 +197,31 @@ func (f *front) serve(c net.Conn) {
 		f.plain.track(c, http.StateHijacked)
 		return
 	}
-	w.finish()
+	if w.finish() && br.Buffered() > 0 {
+		linger(c) // the client sent more behind its request
+	}
 	_ = c.Close()
 	f.plain.track(c, http.StateClosed)
+}
+
+// quietReadError is net/http's isCommonNetReadError: a request cut short by
+// the client or by the read deadline gets no answer.
+func quietReadError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.Is(err, io.EOF) || (errors.As(err, &ne) && ne.Timeout()) || (errors.As(err, &oe) && oe.Op == "read")
 }
 
 // handle runs serveWS, which net/http would have run for r, and answers a
 // panic in it as net/http does: logged, and the connection closed.
 func (f *front) handle(w *frontResponse, r *http.Request) {
 	defer func() {
-		if p := recover(); p != nil && p != http.ErrAbortHandler {
-			f.s.log.Error().Interface("panic", p).Str("remote", r.RemoteAddr).Bytes("stack", debug.Stack()).
-				Msg("panic serving a handshake")
+		if p := recover(); p != nil {
 			w.status = -1 // nothing more is written
+			if p != http.ErrAbortHandler {
+				f.s.log.Error().Interface("panic", p).Str("remote", r.RemoteAddr).Bytes("stack", debug.Stack()).
+					Msg("panic serving a handshake")
+			}
 		}
 	}()
 	f.s.serveWS(w, r)
@@ -225,13 +245,36 @@ func (f *front) passOn(c *readConn) {
 	}
 }
 
-// refuse answers a request that could not be read, as net/http does.
-func (f *front) refuse(c net.Conn, status int) {
+// refuse answers a request that was not read whole or not served, as
+// net/http does; unread says bytes of it may still be on their way.
+func (f *front) refuse(c net.Conn, status int, unread bool) {
 	w := &frontResponse{c: c, header: make(http.Header), timeout: f.timeout}
 	http.Error(w, http.StatusText(status), status)
-	w.finish()
+	if w.finish() && unread {
+		linger(c)
+	}
 	_ = c.Close()
 	f.plain.track(c, http.StateClosed)
+}
+
+// Closing a socket with bytes unread in it resets the connection, and some
+// clients' stacks (BSD's, Windows') then drop the answer they had not read
+// yet. So, as net/http's closeWriteAndWait, an answer sent with unread bytes
+// behind it is followed by a lingering close: the write side is shut, and
+// what the client still sends is read and dropped, for a bounded time and
+// amount. (Linux keeps the answer, so no test here can see the difference.)
+const (
+	lingerTime  = 500 * time.Millisecond // net/http's rstAvoidanceDelay
+	lingerBytes = 256 << 10
+)
+
+func linger(c net.Conn) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, lingerBytes))
 }
 
 // headerLimit ends the request's bytes at net/http's limit, so that a request
@@ -307,17 +350,23 @@ func (w *frontResponse) Write(b []byte) (int, error) {
 	return w.body.Write(b)
 }
 
-// finish writes an answer that is not an upgrade, and asks the client to
-// close: a refused handshake's client comes back on a new connection.
-func (w *frontResponse) finish() {
+// finish writes an answer that is not an upgrade, in one write, and asks the
+// client to close: a refused handshake's client comes back on a new
+// connection. It says whether the answer was written.
+func (w *frontResponse) finish() bool {
 	if w.status < 0 {
-		return
+		return false
 	}
 	w.WriteHeader(http.StatusOK)
 	resp := &http.Response{StatusCode: w.status, ProtoMajor: 1, ProtoMinor: 1, Header: w.header,
 		ContentLength: int64(w.body.Len()), Body: io.NopCloser(&w.body), Close: true}
+	var out bytes.Buffer // Response.Write writes piece by piece: a syscall, and a packet, each
+	if resp.Write(&out) != nil {
+		return false
+	}
 	w.deadline()
-	_ = resp.Write(w.c)
+	_, err := w.c.Write(out.Bytes())
+	return err == nil
 }
 
 // deadline bounds the write of an answer, as net/http's WriteTimeout does.
@@ -339,6 +388,7 @@ func (w *frontResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	head.WriteString("\r\n")
 	w.deadline()
 	if _, err := w.c.Write(head.Bytes()); err != nil {
+		w.status = -1 // part of a 101 may be on the wire: nothing more can follow it
 		return nil, nil, err
 	}
 	_ = w.c.SetDeadline(time.Time{}) // the session's liveness is the pings'

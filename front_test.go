@@ -142,7 +142,6 @@ func TestFrontPassesOtherRequestsOn(t *testing.T) {
 		{"a path that begins like /ws", "GET /wsx HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusNotFound},
 		{"below /ws", "GET /ws/ HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusNotFound},
 		{"another method", "POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", http.StatusMethodNotAllowed},
-		{"a request shorter than front's first read", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", http.StatusNotFound},
 	} {
 		t.Run(row.name, func(t *testing.T) {
 			nc := rawDial(t, r.addr)
@@ -238,6 +237,40 @@ func TestFrontReadsLongRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectUpgrade(t, bufio.NewReader(nc))
+}
+
+// TestFrontHandsItsCountToNetHTTP checks that a connection passed on stops
+// counting as front's in the plain-HTTP reserve once net/http counts it:
+// counted twice, every plain request would leave the reserve one fuller, and
+// in time it would evict every connection that has not yet sent a request.
+func TestFrontHandsItsCountToNetHTTP(t *testing.T) {
+	cfg := testConfig(t)
+	s := newServer(cfg, zerolog.New(io.Discard))
+	t.Cleanup(func() { _ = s.shutdown(cfg.ShutdownTimeout, func(context.Context) error { return nil }) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := newPlainConns(0)
+	srv := &http.Server{Handler: s.routes(), ConnState: plain.track}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(newFront(ln, s, plain, time.Minute, maxHeaderBytes)) }()
+	t.Cleanup(func() { _ = srv.Close(); <-served })
+	for range 3 {
+		nc := rawDial(t, ln.Addr().String())
+		if _, err := io.WriteString(nc, "GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, nc); err != nil { // the answer, then net/http's close
+			t.Fatal(err)
+		}
+		nc.Close()
+	}
+	eventually(t, "no plain connection counted once all are closed", func() bool {
+		plain.mu.Lock()
+		defer plain.mu.Unlock()
+		return plain.open == 0
+	})
 }
 
 // TestFrontCloseEndsWhatItReads checks that closing front (net/http's
