@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -39,47 +38,28 @@ func maskedText(payload string) []byte {
 	return append(b, payload...)
 }
 
-// readTextFrame reads the next unfragmented text frame from the server,
-// past its pings.
+// readTextFrame reads the next text frame from the server, past its pings,
+// with the shutdown tests' hand-written frame reader.
 func readTextFrame(t *testing.T, br *bufio.Reader) frame {
 	t.Helper()
+	p := &rawPeer{br: br}
 	for {
-		if f, ok := readFrame(t, br); ok {
-			return f
-		}
-	}
-}
-
-// readFrame reads one frame: a text frame's envelope, or ok false for a ping.
-func readFrame(t *testing.T, br *bufio.Reader) (frame, bool) {
-	t.Helper()
-	var head [2]byte
-	if _, err := io.ReadFull(br, head[:]); err != nil {
-		t.Fatalf("read frame: %v", err)
-	}
-	size := int(head[1] & 0x7f)
-	if size == 126 {
-		var ext [2]byte
-		if _, err := io.ReadFull(br, ext[:]); err != nil {
+		op, payload, err := p.readFrame()
+		if err != nil {
 			t.Fatalf("read frame: %v", err)
 		}
-		size = int(binary.BigEndian.Uint16(ext[:]))
+		if op == 0x9 { // a ping
+			continue
+		}
+		if op != 0x1 {
+			t.Fatalf("frame opcode %#x, want a text frame: %q", op, payload)
+		}
+		var f frame
+		if err := json.Unmarshal(payload, &f); err != nil {
+			t.Fatalf("frame %q: %v", payload, err)
+		}
+		return f
 	}
-	payload := make([]byte, size)
-	if _, err := io.ReadFull(br, payload); err != nil {
-		t.Fatalf("read frame: %v", err)
-	}
-	if head[0] == 0x89 {
-		return frame{}, false
-	}
-	if head[0] != 0x81 {
-		t.Fatalf("frame opcode byte %#x, want a final text frame: %q", head[0], payload)
-	}
-	var f frame
-	if err := json.Unmarshal(payload, &f); err != nil {
-		t.Fatalf("frame %q: %v", payload, err)
-	}
-	return f, true
 }
 
 // rawDial opens a TCP connection to addr that gives up after waitFor.
@@ -239,11 +219,10 @@ func TestFrontReadsLongRequests(t *testing.T) {
 	expectUpgrade(t, bufio.NewReader(nc))
 }
 
-// TestFrontHandsItsCountToNetHTTP checks that a connection passed on stops
-// counting as front's in the plain-HTTP reserve once net/http counts it:
-// counted twice, every plain request would leave the reserve one fuller, and
-// in time it would evict every connection that has not yet sent a request.
-func TestFrontHandsItsCountToNetHTTP(t *testing.T) {
+// frontParts is a server and a loopback listener for a test to put a front
+// of its own on, both ended with the test.
+func frontParts(t *testing.T) (*server, net.Listener) {
+	t.Helper()
 	cfg := testConfig(t)
 	s := newServer(cfg, zerolog.New(io.Discard))
 	t.Cleanup(func() { _ = s.shutdown(cfg.ShutdownTimeout, func(context.Context) error { return nil }) })
@@ -251,6 +230,15 @@ func TestFrontHandsItsCountToNetHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, ln
+}
+
+// TestFrontHandsItsCountToNetHTTP checks that a connection passed on stops
+// counting as front's in the plain-HTTP reserve once net/http counts it:
+// counted twice, every plain request would leave the reserve one fuller, and
+// in time it would evict every connection that has not yet sent a request.
+func TestFrontHandsItsCountToNetHTTP(t *testing.T) {
+	s, ln := frontParts(t)
 	plain := newPlainConns(0)
 	srv := &http.Server{Handler: s.routes(), ConnState: plain.track}
 	served := make(chan struct{})
@@ -278,13 +266,7 @@ func TestFrontHandsItsCountToNetHTTP(t *testing.T) {
 // it is still reading, as Shutdown closes net/http's idle ones, instead of
 // leaving them to HTTP_TIMEOUT; TestMain's leak check sees their goroutines.
 func TestFrontCloseEndsWhatItReads(t *testing.T) {
-	cfg := testConfig(t)
-	s := newServer(cfg, zerolog.New(io.Discard))
-	t.Cleanup(func() { _ = s.shutdown(cfg.ShutdownTimeout, func(context.Context) error { return nil }) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ln := frontParts(t)
 	f := newFront(ln, s, newPlainConns(0), time.Hour, maxHeaderBytes)
 	addr := ln.Addr().String()
 	silent, partial := rawDial(t, addr), rawDial(t, addr)
@@ -321,13 +303,7 @@ func TestFrontCloseEndsWhatItReads(t *testing.T) {
 // it has waited plainGrace, as one net/http holds is: otherwise connections
 // that send nothing would take the descriptors kept for the probes.
 func TestFrontCountsWhatItReadsAsPlain(t *testing.T) {
-	cfg := testConfig(t)
-	s := newServer(cfg, zerolog.New(io.Discard))
-	t.Cleanup(func() { _ = s.shutdown(cfg.ShutdownTimeout, func(context.Context) error { return nil }) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ln := frontParts(t)
 	plain := newPlainConns(2)
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})

@@ -88,12 +88,7 @@ type rawPeer struct {
 // the session frame, which proves the server registered the session.
 func dialRaw(t *testing.T, addr string) *rawPeer {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, waitFor)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(waitFor))
+	nc := rawDial(t, addr)
 	key := make([]byte, 16)
 	_, _ = rand.Read(key)
 	fmt.Fprintf(nc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
