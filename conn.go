@@ -94,9 +94,9 @@ func (c *conn) queue(frame []byte) {
 
 // serveWS is the /ws handler: it checks the handshake, accepts, registers the
 // session with the hub, and hands the conn to serveConn on a goroutine of its
-// own. Returning right away lets front or net/http drop everything it kept for the
-// request (its goroutine's deep stack, the request and response), which an
-// idle connection would otherwise carry for its whole life.
+// own. Returning right away lets front or net/http drop everything it kept
+// for the request (its goroutine's deep stack, the request and response),
+// which an idle connection would otherwise carry for its whole life.
 func (s *server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// Counted before Accept, so once the HTTP server's Shutdown returns (and
 	// with it front's Close, which waits for its handshakes) no conn can
@@ -300,11 +300,12 @@ type hijackRecorder struct {
 
 // The library reads and writes through buffers it keeps for the conn's
 // life. net/http's are 4 KiB each, half of what an idle connection costs
-// beside its two stacks (and, dropped at the hijack, garbage that every
-// connect made: front reads handshakes with the session's own reader). These hold any message a client sends in one read
-// (a decision is a few hundred bytes), and any frame the server sends but a
-// large game_joined or resumed in one write: a larger frame costs a second
-// write syscall, at any buffer size.
+// beside its two stacks (and, dropped at the hijack, garbage every connect
+// made: front reads handshakes with the session's own reader). These hold
+// any message a client sends in one read (a decision is a few hundred
+// bytes), and any frame the server sends but a large game_joined or resumed
+// in one write: a larger frame costs a second write syscall, at any buffer
+// size.
 const (
 	readBufferSize  = 1024
 	writeBufferSize = 2048

@@ -26,13 +26,11 @@ import (
 // collection. Read here, a handshake costs the 1 KiB reader the session then
 // keeps, and the request.
 //
-// A connection passed on is counted and timed by net/http from then on, as
-// if it had just arrived: its first request's bytes may take up to
-// HTTP_TIMEOUT here, and as long again there. A connection is net/http's own
-// from the moment it is passed on: only the
-// first request of a connection is read here, so an upgrade that follows a
-// plain request on a kept-alive connection is served by net/http's route to
-// serveWS, as any request is.
+// Only a connection's first request is read here. A connection passed on is
+// net/http's from then on, counted and timed as if it had just arrived (its
+// first request may take up to HTTP_TIMEOUT here and as long again there),
+// so an upgrade that follows a plain request on a kept-alive connection is
+// served by net/http's route to serveWS, as any request is.
 type front struct {
 	ln    net.Listener
 	s     *server
@@ -155,8 +153,7 @@ func (f *front) serve(c net.Conn) {
 	b, err := br.Peek(len(wsRequestLine) + 1)
 	if err != nil { // closed, timed out, or too short to be any request
 		f.done1(c)
-		_ = c.Close()
-		f.plain.track(c, http.StateClosed)
+		f.end(c)
 		return
 	}
 	if !bytes.HasPrefix(b, wsRequestLine) || (b[len(wsRequestLine)] != ' ' && b[len(wsRequestLine)] != '?') {
@@ -172,8 +169,7 @@ func (f *front) serve(c net.Conn) {
 		f.refuse(c, http.StatusRequestHeaderFieldsTooLarge, true)
 		return
 	case quietReadError(err): // gone, or too slow: net/http answers these with nothing
-		_ = c.Close()
-		f.plain.track(c, http.StateClosed)
+		f.end(c)
 		return
 	default:
 		f.refuse(c, http.StatusBadRequest, true)
@@ -200,6 +196,11 @@ func (f *front) serve(c net.Conn) {
 	if w.finish() && br.Buffered() > 0 {
 		linger(c) // the client sent more behind its request
 	}
+	f.end(c)
+}
+
+// end closes a connection front has answered or given up on.
+func (f *front) end(c net.Conn) {
 	_ = c.Close()
 	f.plain.track(c, http.StateClosed)
 }
@@ -253,8 +254,7 @@ func (f *front) refuse(c net.Conn, status int, unread bool) {
 	if w.finish() && unread {
 		linger(c)
 	}
-	_ = c.Close()
-	f.plain.track(c, http.StateClosed)
+	f.end(c)
 }
 
 // Closing a socket with bytes unread in it resets the connection, and some
@@ -269,7 +269,7 @@ const (
 )
 
 func linger(c net.Conn) {
-	cw, ok := c.(interface{ CloseWrite() error })
+	cw, ok := c.(closeWriter)
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
@@ -304,12 +304,15 @@ type readConn struct {
 	read []byte
 }
 
+// closeWriter is a socket whose write side can be shut alone (a TCP one).
+type closeWriter interface{ CloseWrite() error }
+
 // CloseWrite is the socket's: net/http shuts a connection's write side
 // before closing one whose request it did not read whole, so that a client
 // reads its answer before the reset that unread bytes cause (BSD stacks
 // drop the answer on a reset; Linux's keep it).
 func (c *readConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.Conn.(closeWriter); ok {
 		return cw.CloseWrite()
 	}
 	return nil
@@ -331,7 +334,7 @@ type frontResponse struct {
 	c        net.Conn
 	br       *bufio.Reader // what read the request, and what the session reads with
 	header   http.Header
-	status   int // 0 until written; -1 after a panic
+	status   int // 0 until written; -1 once nothing more may be written (a panic, a failed 101)
 	body     bytes.Buffer
 	hijacked bool
 	timeout  time.Duration
